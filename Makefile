@@ -1,0 +1,37 @@
+# Everything runs from the project's own virtualenv, created and filled by `make venv`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint typecheck validate unit run clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements-dev.txt src/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+validate: venv
+	$(BIN)/python tools/validate_template.py
+
+unit: venv
+	$(BIN)/python -m pytest
+
+# The README's test command: lint, types, the template checks and the whole suite.
+test: lint typecheck validate unit
+
+run: venv
+	$(BIN)/python -m devstack.run $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .aws-sam build

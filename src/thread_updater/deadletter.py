@@ -1,0 +1,90 @@
+"""The dead-letter queue for permanent failures: one self-describing JSON message per update."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Literal
+
+from thread_updater.errors import DeadLetterError
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, SendMessageRequestTypeDef
+
+Source = Literal["sqs", "eventbridge"]
+
+
+class Category(StrEnum):
+    VALIDATION = "validation"  # the message itself is invalid; no HTTP call was made
+    REJECTED = "rejected"  # Portkey or the provider answered a permanent 4xx
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """What operators read and what a replay needs: the reason and the original payload, unchanged."""
+
+    category: Category
+    error: str
+    status: int | None
+    thread_id: str | None
+    source: Source
+    message_id: str
+    payload: str
+    attempts: int
+    failed_at: str = ""
+
+    def to_json(self) -> str:
+        document = asdict(self)
+        document["failed_at"] = self.failed_at or datetime.now(UTC).isoformat(timespec="milliseconds")
+        return json.dumps(document, ensure_ascii=False)
+
+
+class DeadLetterQueue:
+    """Sends dead letters to SQS; the client is created on first use (most invocations never need it)."""
+
+    def __init__(self, queue_url: str) -> None:
+        self.queue_url = queue_url
+        self._is_fifo = queue_url.endswith(".fifo")
+        self._client: SQSClient | None = None
+        self._lock = threading.Lock()
+
+    def _sqs(self) -> SQSClient:
+        with self._lock:  # boto3 client creation is not thread-safe; the client itself is
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                config = Config(
+                    connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
+                )
+                self._client = boto3.session.Session().client("sqs", config=config)
+            return self._client
+
+    def send(self, letter: DeadLetter) -> None:
+        """Raises DeadLetterError when SQS does not take the message (the record is then retried)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        attributes: dict[str, MessageAttributeValueTypeDef] = {
+            "category": {"DataType": "String", "StringValue": letter.category.value}
+        }
+        if letter.status is not None:
+            attributes["status"] = {"DataType": "Number", "StringValue": str(letter.status)}
+        request: SendMessageRequestTypeDef = {
+            "QueueUrl": self.queue_url,
+            "MessageBody": letter.to_json(),
+            "MessageAttributes": attributes,
+        }
+        if self._is_fifo:  # a FIFO source queue needs a FIFO DLQ
+            request["MessageGroupId"] = letter.thread_id or "invalid"
+            request["MessageDeduplicationId"] = hashlib.sha256(
+                f"{letter.source}:{letter.message_id}".encode()
+            ).hexdigest()
+        try:
+            self._sqs().send_message(**request)
+        except (BotoCoreError, ClientError) as error:
+            raise DeadLetterError(f"dead-letter queue send failed: {error}") from None

@@ -1,0 +1,104 @@
+"""Parser models for update messages and the envelopes they arrive in.
+
+The message schema is Portkey's ``ModifyThreadRequest`` plus the ``thread_id`` it targets.
+Models are strict: a number is not a string, unknown fields are errors, so a typo is
+dead-lettered with a reason instead of being silently dropped by the provider.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from thread_updater.settings import describe_validation_error
+
+THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+MODIFY_THREAD_DETAIL_TYPE = "ModifyThread"
+
+MetadataKey = Annotated[str, StringConstraints(max_length=64)]
+MetadataValue = Annotated[str, StringConstraints(max_length=512)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class CodeInterpreterResources(_Strict):
+    file_ids: Annotated[list[str], Field(max_length=20)] = []
+
+
+class FileSearchResources(_Strict):
+    vector_store_ids: Annotated[list[str], Field(max_length=1)] = []
+
+
+class ToolResources(_Strict):
+    code_interpreter: CodeInterpreterResources | None = None
+    file_search: FileSearchResources | None = None
+
+
+class ThreadUpdate(_Strict):
+    """One update: the thread to modify and the fields to replace."""
+
+    thread_id: Annotated[str, StringConstraints(pattern=THREAD_ID_PATTERN)]
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)] | None = None
+    tool_resources: ToolResources | None = None
+
+    def request_body(self) -> dict[str, Any]:
+        """The Modify Thread body: only the fields the message set; an explicit null stays null."""
+        return self.model_dump(mode="json", exclude={"thread_id"}, exclude_unset=True)
+
+
+class ModifyThreadEvent(EventBridgeModel):
+    """An EventBridge event whose ``detail`` is an update (delivered directly or inside an SQS body)."""
+
+    detail: ThreadUpdate
+
+
+class UpdateSqsRecord(SqsRecordModel):
+    """An SQS record as Lambda delivers it; the body is parsed separately so a bad body is a
+    dead-letter, not a failed envelope."""
+
+
+class InvalidUpdate(Exception):
+    """The message can never be applied: a readable reason, no HTTP call, straight to the DLQ."""
+
+
+@dataclass(frozen=True)
+class ParsedUpdate:
+    update: ThreadUpdate
+    via_eventbridge: bool
+
+
+def _looks_like_eventbridge(document: object) -> bool:
+    return isinstance(document, dict) and "detail-type" in document and "detail" in document
+
+
+def parse_update_document(document: object) -> ParsedUpdate:
+    """Validate a decoded message: a bare update, or an EventBridge event carrying one."""
+    try:
+        if _looks_like_eventbridge(document):
+            event = ModifyThreadEvent.model_validate(document)
+            if event.detail_type != MODIFY_THREAD_DETAIL_TYPE:
+                raise InvalidUpdate(
+                    f"EventBridge detail-type must be {MODIFY_THREAD_DETAIL_TYPE!r}, "
+                    f"got {event.detail_type!r}"
+                )
+            return ParsedUpdate(event.detail, via_eventbridge=True)
+        if not isinstance(document, dict):
+            raise InvalidUpdate(f"message must be a JSON object, got {type(document).__name__}")
+        return ParsedUpdate(ThreadUpdate.model_validate(document), via_eventbridge=False)
+    except ValidationError as error:
+        raise InvalidUpdate(f"invalid update: {describe_validation_error(error)}") from None
+
+
+def parse_sqs_body(body: str) -> ParsedUpdate:
+    """Decode and validate an SQS message body."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise InvalidUpdate(f"body is not valid JSON: {str(error)[:200]}") from None
+    return parse_update_document(document)

@@ -1,0 +1,200 @@
+"""The Modify Thread call: one pooled urllib3 client, retries bounded by attempts and time.
+
+urllib3's own ``Retry`` sleeps inside ``urlopen`` and knows nothing of the Lambda deadline or of
+credential rotation, so the attempt loop is ours; urllib3 still provides the pool, the timeouts
+and the ``Retry-After`` parsing (seconds or HTTP date, clamped at zero for skewed clocks).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import quote
+
+import urllib3
+from urllib3.exceptions import HTTPError, InvalidHeader
+from urllib3.util.retry import Retry
+
+from thread_updater.credentials import CredentialStore
+from thread_updater.errors import ConfigurationError
+
+TRANSIENT_STATUSES = frozenset({408, 429})
+AUTH_STATUSES = frozenset({401, 403})
+BACKOFF_BASE_S = 0.2
+BACKOFF_CAP_S = 5.0
+# Stop retrying when less than this is left before the deadline: a request needs time to answer.
+MIN_ATTEMPT_WINDOW_S = 0.5
+ERROR_TEXT_LIMIT = 300
+_TRACE_ID_SAFE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_RETRY_AFTER = Retry(total=0)  # only used for its Retry-After parser
+
+
+class CallResult(StrEnum):
+    APPLIED = "applied"
+    REJECTED = "rejected"  # permanent: a 4xx the request itself caused
+    TRANSIENT = "transient"  # retry later: 408/429/5xx/timeouts/connection errors, or out of time
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    result: CallResult
+    status: int | None
+    attempts: int
+    error: str | None = None
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    data: bytes
+    trace_id: str | None
+    retry_after: str | None
+
+
+def error_message(data: bytes) -> str:
+    """Portkey/OpenAI error bodies are ``{"error": {"message": ...}}``; fall back to the raw text."""
+    try:
+        document: Any = json.loads(data)
+    except ValueError:
+        return data.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT] or "(empty body)"
+    error = document.get("error") if isinstance(document, dict) else None
+    message = error.get("message") if isinstance(error, dict) else error
+    if isinstance(message, str) and message:
+        return message[:ERROR_TEXT_LIMIT]
+    return json.dumps(document)[:ERROR_TEXT_LIMIT]
+
+
+def create_pool(max_concurrency: int, connect_timeout_s: float, read_timeout_s: float) -> urllib3.PoolManager:
+    """One pool per container: keep-alive across invocations, never more connections than workers."""
+    return urllib3.PoolManager(
+        num_pools=4,
+        maxsize=max_concurrency,
+        block=True,
+        retries=False,
+        timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
+    )
+
+
+class PortkeyClient:
+    """Sends Modify Thread requests and classifies the answers."""
+
+    def __init__(
+        self,
+        base_url: str,
+        pool: urllib3.PoolManager,
+        credentials: CredentialStore,
+        *,
+        max_attempts: int,
+        connect_timeout_s: float,
+        read_timeout_s: float,
+    ) -> None:
+        self._base_url = base_url
+        self._pool = pool
+        self._credentials = credentials
+        self._max_attempts = max_attempts
+        self._connect_timeout_s = connect_timeout_s
+        self._read_timeout_s = read_timeout_s
+
+    def thread_url(self, thread_id: str) -> str:
+        # thread_id is validated against ^[A-Za-z0-9_-]+$ already; quoting anyway keeps the path
+        # a single segment whatever a future model change lets through.
+        return f"{self._base_url}/threads/{quote(thread_id, safe='')}"
+
+    def _post(self, url: str, body: bytes, headers: dict[str, str], deadline: float) -> _Answer:
+        remaining = deadline - time.monotonic()
+        timeout = urllib3.Timeout(
+            connect=min(self._connect_timeout_s, remaining), read=min(self._read_timeout_s, remaining)
+        )
+        response = self._pool.request(
+            "POST", url, body=body, headers=headers, timeout=timeout, redirect=False, retries=False
+        )
+        return _Answer(
+            status=response.status,
+            data=response.data,
+            trace_id=response.headers.get("x-portkey-trace-id"),
+            retry_after=response.headers.get("Retry-After"),
+        )
+
+    def modify_thread(
+        self, thread_id: str, body: dict[str, Any], *, trace_id: str, deadline: float
+    ) -> CallOutcome:
+        """Apply one update; retries transient answers until attempts or time run out.
+
+        ``deadline`` is a ``time.monotonic()`` value; no request starts and no backoff sleeps past it.
+        Raises ConfigurationError when Portkey still refuses the credentials after one refresh.
+        """
+        url = self.thread_url(thread_id)
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        generation, credentials = self._credentials.current()
+        refreshed = False
+        attempts = 0
+        last_error = "no attempt made"
+        last_status: int | None = None
+        last_trace: str | None = None
+        while attempts < self._max_attempts:
+            if deadline - time.monotonic() < MIN_ATTEMPT_WINDOW_S:
+                return CallOutcome(CallResult.TRANSIENT, last_status, attempts, f"out of time: {last_error}")
+            attempts += 1
+            headers = {
+                **credentials.headers,
+                "Content-Type": "application/json",
+                "OpenAI-Beta": "assistants=v2",
+            }
+            if _TRACE_ID_SAFE.match(trace_id):
+                headers["x-portkey-trace-id"] = trace_id
+            retry_after: str | None = None
+            try:
+                answer = self._post(url, payload, headers, deadline)
+            except HTTPError as error:
+                last_status, last_trace = None, None
+                last_error = f"{type(error).__name__}: {str(error)[:ERROR_TEXT_LIMIT]}"
+            else:
+                last_status, last_trace = answer.status, answer.trace_id
+                if 200 <= answer.status < 300:
+                    return CallOutcome(CallResult.APPLIED, answer.status, attempts, trace_id=answer.trace_id)
+                last_error = f"HTTP {answer.status}: {error_message(answer.data)}"
+                if answer.status in AUTH_STATUSES:
+                    if refreshed:
+                        raise ConfigurationError(
+                            f"Portkey refused the credentials (HTTP {answer.status}) after refreshing "
+                            f"the secret: {error_message(answer.data)}"
+                        )
+                    generation, credentials = self._credentials.refresh(generation)
+                    refreshed = True
+                    attempts -= 1  # the rotation retry does not use up the update's attempts
+                    continue
+                if answer.status < 500 and answer.status not in TRANSIENT_STATUSES:
+                    return CallOutcome(
+                        CallResult.REJECTED, answer.status, attempts, last_error, answer.trace_id
+                    )
+                retry_after = answer.retry_after
+            if attempts >= self._max_attempts:
+                break
+            wait = self._wait_before_retry(attempts, retry_after)
+            if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
+                return CallOutcome(
+                    CallResult.TRANSIENT,
+                    last_status,
+                    attempts,
+                    f"{last_error} (waiting {wait:.1f} s would pass the invocation deadline)",
+                    last_trace,
+                )
+            time.sleep(wait)
+        return CallOutcome(CallResult.TRANSIENT, last_status, attempts, last_error, last_trace)
+
+    @staticmethod
+    def _wait_before_retry(attempts: int, retry_after: str | None) -> float:
+        """Retry-After when the server sent one; else exponential backoff with full jitter."""
+        if retry_after is not None:
+            try:
+                return _RETRY_AFTER.parse_retry_after(retry_after)
+            except InvalidHeader:
+                pass
+        ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
+        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography

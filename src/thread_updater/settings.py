@@ -1,0 +1,81 @@
+"""Configuration read from the environment, validated once per value set."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from thread_updater.errors import ConfigurationError
+
+DEFAULT_BASE_URL = "https://api.portkey.ai/v1"
+DEFAULT_MAX_CONCURRENCY = 16
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseModel):
+    """The function's environment. Field aliases are the variable names."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    secret_id: Annotated[str, Field(alias="PORTKEY_SECRET_ID", min_length=1)]
+    base_url: Annotated[str, Field(alias="PORTKEY_BASE_URL")] = DEFAULT_BASE_URL
+    dlq_url: Annotated[str, Field(alias="DLQ_URL", min_length=1)]
+    max_attempts: Annotated[int, Field(alias="MAX_ATTEMPTS", ge=1, le=10)] = 3
+    max_concurrency: Annotated[int, Field(alias="MAX_CONCURRENCY", ge=1, le=256)] = DEFAULT_MAX_CONCURRENCY
+    # Powertools' own variable for the parameters cache; we default to 5 minutes, not its 5 seconds,
+    # because a Secrets Manager call per warm invocation costs latency and money.
+    secret_max_age_s: Annotated[int, Field(alias="POWERTOOLS_PARAMETERS_MAX_AGE", ge=0, le=86400)] = 300
+    connect_timeout_s: Annotated[float, Field(alias="PORTKEY_CONNECT_TIMEOUT", gt=0, le=60)] = 3.05
+    read_timeout_s: Annotated[float, Field(alias="PORTKEY_READ_TIMEOUT", gt=0, le=900)] = 30.0
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_or_loopback(cls, value: str) -> str:
+        """Credentials travel in headers: plain HTTP is only acceptable to this machine."""
+        parts = urlsplit(value)
+        if not parts.hostname or parts.scheme not in {"https", "http"}:
+            raise ValueError("must be an absolute http(s) URL")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ValueError("must use https (plain http is allowed for loopback hosts only)")
+        return value.rstrip("/")
+
+    @field_validator("dlq_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"https", "http"} or not parts.hostname:
+            raise ValueError("must be an SQS queue URL")
+        return value
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """`field: problem; ...` without the offending values (they may be sensitive)."""
+    problems = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in item["loc"]) or "value"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Validate the environment; a bad or missing variable is a ConfigurationError naming it."""
+    values = os.environ if environ is None else environ
+    try:
+        return Settings.model_validate(dict(values))
+    except ValidationError as error:
+        raise ConfigurationError(f"invalid environment: {describe_validation_error(error)}") from None

@@ -1,0 +1,181 @@
+"""Shared fixtures: moto in server mode over real HTTP, the Portkey stand-in, and an invoker.
+
+boto3 reaches moto through ``AWS_ENDPOINT_URL`` exactly as it would reach AWS; nothing of the
+project is patched. Every server started here is stopped when its fixture ends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+from mypy_boto3_secretsmanager import SecretsManagerClient
+from mypy_boto3_sqs import SQSClient
+
+from devstack.lambda_events import LocalContext
+from devstack.portkey_standin import PortkeyStandIn
+
+API_KEY = "pk-live-api-key-0f9e8d7c6b5a"
+VIRTUAL_KEY = "vk-azure-openai-1a2b3c4d"
+PROVIDER_AUTH = "sk-provider-secret-9z8y7x6w"
+CONFIG_ID = "pc-config-secret-5566"
+SECRET_VALUES = (API_KEY, VIRTUAL_KEY, PROVIDER_AUTH, CONFIG_ID)
+DEFAULT_SECRET: dict[str, Any] = {"api_key": API_KEY, "virtual_key": VIRTUAL_KEY}
+AWS_ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+}
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto server for the session; tests isolate themselves with unique resource names."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    saved = {name: os.environ.get(name) for name in [*AWS_ENV, "AWS_ENDPOINT_URL"]}
+    os.environ.update({**AWS_ENV, "AWS_ENDPOINT_URL": endpoint})
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@dataclass
+class AwsResources:
+    """The function's AWS side for one test: a secret, a source queue and its DLQ."""
+
+    sqs: SQSClient
+    secrets: SecretsManagerClient
+    secret_id: str
+    queue_url: str
+    dlq_url: str
+
+    def put_secret(self, value: Mapping[str, Any] | str) -> None:
+        text = value if isinstance(value, str) else json.dumps(value)
+        self.secrets.put_secret_value(SecretId=self.secret_id, SecretString=text)
+
+    def dead_letters(self, *, max_messages: int = 1000) -> list[dict[str, Any]]:
+        """Every message in the DLQ (bounded), bodies decoded, message attributes under ``_attributes``."""
+        found: list[dict[str, Any]] = []
+        for _ in range(max_messages // 10 + 1):
+            answer = self.sqs.receive_message(
+                QueueUrl=self.dlq_url,
+                MaxNumberOfMessages=10,
+                MessageAttributeNames=["All"],
+                VisibilityTimeout=300,
+            )
+            messages = answer.get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                document = json.loads(message["Body"])
+                document["_attributes"] = {
+                    name: value.get("StringValue")
+                    for name, value in message.get("MessageAttributes", {}).items()
+                }
+                found.append(document)
+        return found
+
+
+@pytest.fixture
+def aws(moto_endpoint: str) -> AwsResources:
+    suffix = uuid.uuid4().hex[:10]
+    sqs: SQSClient = boto3.client("sqs")
+    secrets: SecretsManagerClient = boto3.client("secretsmanager")
+    dlq_url = sqs.create_queue(QueueName=f"dlq-{suffix}")["QueueUrl"]
+    queue_url = sqs.create_queue(QueueName=f"updates-{suffix}")["QueueUrl"]
+    secret_id = f"portkey-{suffix}"
+    secrets.create_secret(Name=secret_id, SecretString=json.dumps(DEFAULT_SECRET))
+    return AwsResources(sqs, secrets, secret_id, queue_url, dlq_url)
+
+
+@pytest.fixture
+def portkey() -> Iterator[PortkeyStandIn]:
+    with PortkeyStandIn() as server:
+        yield server
+
+
+@pytest.fixture
+def function_env(
+    monkeypatch: pytest.MonkeyPatch, aws: AwsResources, portkey: PortkeyStandIn
+) -> dict[str, str]:
+    """The function's environment, pointing at this test's moto resources and stand-in."""
+    env = {
+        "PORTKEY_SECRET_ID": aws.secret_id,
+        "PORTKEY_BASE_URL": portkey.url,
+        "DLQ_URL": aws.dlq_url,
+        "MAX_ATTEMPTS": "3",
+        "MAX_CONCURRENCY": "4",
+        "POWERTOOLS_SERVICE_NAME": "portkey-thread-updater",
+        "POWERTOOLS_METRICS_NAMESPACE": "PortkeyThreadUpdater",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+class Invoker:
+    """Calls the real handler the way Lambda does: an event and a context with a deadline."""
+
+    def __init__(self, timeout_s: float = 30.0) -> None:
+        self.timeout_s = timeout_s
+
+    def __call__(self, event: Mapping[str, Any], *, timeout_s: float | None = None) -> Any:
+        from handler import lambda_handler
+
+        context = LocalContext(timeout_s=timeout_s or self.timeout_s)
+        return lambda_handler(dict(event), context)
+
+
+@pytest.fixture
+def invoke(function_env: dict[str, str]) -> Invoker:
+    return Invoker()
+
+
+def failed_ids(response: Mapping[str, Any]) -> set[str]:
+    return {item["itemIdentifier"] for item in response["batchItemFailures"]}
+
+
+class FunctionLogs:
+    """The function's log lines, rendered by its own Powertools JSON formatter.
+
+    Read through ``caplog`` because Powertools' handler keeps the stdout it saw first, which under
+    pytest is an earlier test's capture buffer.
+    """
+
+    def __init__(self, caplog: pytest.LogCaptureFixture) -> None:
+        self._caplog = caplog
+
+    def lines(self) -> list[dict[str, Any]]:
+        from thread_updater.observability import SERVICE, logger
+
+        formatter = logger.registered_formatter
+        return [
+            json.loads(formatter.format(record)) for record in self._caplog.records if record.name == SERVICE
+        ]
+
+    def text(self) -> str:
+        return "\n".join(json.dumps(line) for line in self.lines())
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> FunctionLogs:
+    caplog.set_level(logging.DEBUG)
+    return FunctionLogs(caplog)

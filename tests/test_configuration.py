@@ -1,0 +1,227 @@
+"""Configuration errors, every auth mode end to end, key rotation, and secret hygiene in the output."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from devstack.lambda_events import eventbridge_event, sqs_event
+from devstack.portkey_standin import PortkeyStandIn, Reply
+from tests.conftest import (
+    API_KEY,
+    CONFIG_ID,
+    PROVIDER_AUTH,
+    SECRET_VALUES,
+    VIRTUAL_KEY,
+    AwsResources,
+    FunctionLogs,
+    Invoker,
+    failed_ids,
+)
+from thread_updater.errors import ConfigurationError
+
+
+def all_ids(event: dict[str, Any]) -> set[str]:
+    return {record["messageId"] for record in event["Records"]}
+
+
+@pytest.mark.parametrize(
+    ("secret", "problem"),
+    [
+        ("{not json", "not valid JSON"),
+        ({"api_key": API_KEY}, "no routing mode"),
+        ({"api_key": API_KEY, "virtual_key": VIRTUAL_KEY, "config": CONFIG_ID}, "mix"),
+        ({"virtual_key": VIRTUAL_KEY}, "'api_key' is missing"),
+    ],
+)
+def test_invalid_secret_hands_every_record_back_and_says_why(
+    secret: Any,
+    problem: str,
+    invoke: Invoker,
+    aws: AwsResources,
+    portkey: PortkeyStandIn,
+    logs: FunctionLogs,
+) -> None:
+    # Given a secret that cannot be used
+    aws.put_secret(secret)
+    event = sqs_event([{"thread_id": "t1"}, {"thread_id": "t2"}, {"thread_id": "t1"}])
+
+    # When a batch arrives
+    response = invoke(event)
+
+    # Then every record goes back, nothing is sent or dead-lettered, and the log names the problem
+    assert failed_ids(response) == all_ids(event)
+    assert portkey.requests == []
+    assert aws.dead_letters() == []
+    output = logs.text()
+    assert problem in output
+    assert all(value not in output for value in SECRET_VALUES)
+
+
+def test_missing_secret_hands_every_record_back(
+    invoke: Invoker, aws: AwsResources, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs
+) -> None:
+    # Given the secret does not exist
+    monkeypatch.setenv("PORTKEY_SECRET_ID", "deleted-secret")
+    event = sqs_event([{"thread_id": "t1"}])
+
+    # When a batch arrives, Then it is handed back and the log says the secret could not be read
+    assert failed_ids(invoke(event)) == all_ids(event)
+    assert "'deleted-secret' could not be read" in logs.text()
+    assert aws.dead_letters() == []
+
+
+@pytest.mark.parametrize("missing", ["PORTKEY_SECRET_ID", "DLQ_URL"])
+def test_missing_environment_variable_hands_every_record_back(
+    missing: str, invoke: Invoker, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs
+) -> None:
+    # Given a required variable is not set
+    monkeypatch.delenv(missing)
+    event = sqs_event(["not json", {"thread_id": "t1"}])
+
+    # When a batch arrives, Then even the invalid record is handed back (never dead-lettered on config errors)
+    assert failed_ids(invoke(event)) == all_ids(event)
+    assert f"{missing}: Field required" in logs.text()
+
+
+def test_configuration_error_fails_an_eventbridge_invocation(
+    invoke: Invoker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_ATTEMPTS", "many")
+    with pytest.raises(ConfigurationError, match="MAX_ATTEMPTS"):
+        invoke(eventbridge_event({"thread_id": "t1"}))
+
+
+MODES: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
+    "virtual-key": ({"virtual_key": VIRTUAL_KEY}, {"x-portkey-virtual-key": VIRTUAL_KEY}),
+    "provider-auth": (
+        {"provider": "azure-openai", "provider_auth": PROVIDER_AUTH},
+        {"x-portkey-provider": "azure-openai", "authorization": f"Bearer {PROVIDER_AUTH}"},
+    ),
+    "config-id": ({"config": CONFIG_ID}, {"x-portkey-config": CONFIG_ID}),
+    "config-object": (
+        {"config": {"provider": "azure-openai", "api_key": PROVIDER_AUTH}},
+        {
+            "x-portkey-config": json.dumps(
+                {"provider": "azure-openai", "api_key": PROVIDER_AUTH}, separators=(",", ":")
+            )
+        },
+    ),
+    "custom-host": (
+        {"provider": "openai", "provider_auth": PROVIDER_AUTH, "custom_host": "http://127.0.0.1:9/v1"},
+        {
+            "x-portkey-provider": "openai",
+            "authorization": f"Bearer {PROVIDER_AUTH}",
+            "x-portkey-custom-host": "http://127.0.0.1:9/v1",
+        },
+    ),
+    "catalog": ({"provider": "@azure-prod"}, {"x-portkey-provider": "@azure-prod"}),
+}
+ROUTING_HEADERS = {
+    "x-portkey-virtual-key",
+    "x-portkey-provider",
+    "authorization",
+    "x-portkey-config",
+    "x-portkey-custom-host",
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_auth_mode_sends_exactly_its_headers(
+    mode: str, invoke: Invoker, aws: AwsResources, portkey: PortkeyStandIn
+) -> None:
+    # Given a secret in this routing mode
+    routing, expected = MODES[mode]
+    aws.put_secret({"api_key": API_KEY, **routing})
+
+    # When an update is applied
+    assert invoke(sqs_event([{"thread_id": "t1"}])) == {"batchItemFailures": []}
+
+    # Then the request carries the API key, this mode's headers and no other mode's
+    [request] = portkey.requests
+    assert request.headers["x-portkey-api-key"] == API_KEY
+    sent = {name: value for name, value in request.headers.items() if name in ROUTING_HEADERS}
+    assert sent == expected
+
+
+def test_rotated_key_is_refetched_once_in_a_warm_container(
+    invoke: Invoker, aws: AwsResources, portkey: PortkeyStandIn
+) -> None:
+    # Given a warm container that cached the old key
+    portkey.set_api_keys({API_KEY})
+    assert invoke(sqs_event([{"thread_id": "t1"}])) == {"batchItemFailures": []}
+
+    # When the key is rotated in Secrets Manager and Portkey stops accepting the old one
+    aws.put_secret({"api_key": "pk-rotated-key", "virtual_key": VIRTUAL_KEY})
+    portkey.set_api_keys({"pk-rotated-key"})
+    response = invoke(sqs_event([{"thread_id": "t1"}, {"thread_id": "t2"}, {"thread_id": "t3"}]))
+
+    # Then the 401s trigger one refresh and every update is applied with the new key
+    assert response == {"batchItemFailures": []}
+    statuses = [request.status for request in portkey.requests]
+    assert statuses.count(401) >= 1
+    assert statuses.count(200) == 4
+    assert portkey.requests[-1].headers["x-portkey-api-key"] == "pk-rotated-key"
+
+
+def test_refused_credentials_after_refresh_are_a_configuration_error(
+    invoke: Invoker, aws: AwsResources, portkey: PortkeyStandIn, logs: FunctionLogs
+) -> None:
+    # Given Portkey refuses the key, even freshly fetched
+    portkey.set_api_keys({"some-other-key"})
+    event = sqs_event([{"thread_id": "t1"}, {"thread_id": "t1"}, {"thread_id": "t2"}])
+
+    # When a batch arrives
+    response = invoke(event)
+
+    # Then every record is handed back, none is dead-lettered, and each request was tried at most twice
+    assert failed_ids(response) == all_ids(event)
+    assert aws.dead_letters() == []
+    assert all(request.status == 401 for request in portkey.requests)
+    assert len(portkey.requests) <= 4
+    assert "refused the credentials (HTTP 401) after refreshing" in logs.text()
+
+
+def test_no_secret_value_appears_in_any_output(
+    invoke: Invoker,
+    aws: AwsResources,
+    portkey: PortkeyStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    logs: FunctionLogs,
+) -> None:
+    # Given DEBUG logging and a secret holding every kind of credential value
+    from thread_updater.observability import logger
+
+    logger.setLevel("DEBUG")
+    outputs: list[str] = []
+    try:
+        for mode in MODES.values():
+            aws.put_secret({"api_key": API_KEY, **mode[0]})
+            # When applied, rejected, retried and invalid updates go through, and Portkey refuses the key
+            portkey.always("t-404", Reply(status=404))
+            portkey.always("t-503", Reply(status=503, headers={"Retry-After": "0"}))
+            invoke(
+                sqs_event([{"thread_id": "t-ok"}, {"thread_id": "t-404"}, {"thread_id": "t-503"}, "not json"])
+            )
+            with pytest.raises(Exception, match="not applied"):
+                invoke(eventbridge_event({"thread_id": "t-503"}))
+        portkey.set_api_keys({"not-ours"})
+        invoke(sqs_event([{"thread_id": "t-ok"}]))
+        aws.put_secret({"api_key": API_KEY, "virtual_key": VIRTUAL_KEY, "config": CONFIG_ID})
+        invoke(sqs_event([{"thread_id": "t-ok"}]))
+    finally:
+        logger.setLevel("INFO")
+    captured = capfd.readouterr()
+    outputs += [captured.out, captured.err, caplog.text, logs.text()]
+    outputs += [str(record.exc_info) for record in caplog.records]
+    outputs += [json.dumps(letter) for letter in aws.dead_letters()]
+
+    # Then no credential value appears anywhere: logs, metrics, DLQ bodies, exception texts
+    everything = "\n".join(outputs)
+    assert "update dead_lettered" in everything  # the scan really saw the outcomes
+    for value in (*SECRET_VALUES, json.dumps({"provider": "azure-openai", "api_key": PROVIDER_AUTH})):
+        assert value not in everything

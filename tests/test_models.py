@@ -1,0 +1,99 @@
+"""The message schema's limits, exactly at and just past each boundary."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from thread_updater.models import InvalidUpdate, parse_sqs_body
+
+
+def body(**fields: Any) -> str:
+    return json.dumps({"thread_id": "thread_1", **fields})
+
+
+@pytest.mark.parametrize(
+    ("fields", "valid"),
+    [
+        ({"metadata": {f"k{i}": "v" for i in range(16)}}, True),
+        ({"metadata": {f"k{i}": "v" for i in range(17)}}, False),
+        ({"metadata": {"k" * 64: "v"}}, True),
+        ({"metadata": {"k" * 65: "v"}}, False),
+        ({"metadata": {"k": "v" * 512}}, True),
+        ({"metadata": {"k": "v" * 513}}, False),
+        ({"metadata": {"k": None}}, False),
+        ({"metadata": None}, True),
+        ({"metadata": {}}, True),
+        ({"metadata": "text"}, False),
+        ({"tool_resources": {"code_interpreter": {"file_ids": ["f"] * 20}}}, True),
+        ({"tool_resources": {"code_interpreter": {"file_ids": ["f"] * 21}}}, False),
+        ({"tool_resources": {"code_interpreter": {"file_ids": [1]}}}, False),
+        ({"tool_resources": {"file_search": {"vector_store_ids": ["vs"]}}}, True),
+        ({"tool_resources": {"file_search": {"vector_store_ids": ["a", "b"]}}}, False),
+        ({"tool_resources": {"file_search": {"vector_stores": []}}}, False),
+        ({"tool_resources": None}, True),
+        ({"tool_resources": {}}, True),
+        ({"extra": 1}, False),
+    ],
+)
+def test_limits(fields: dict[str, Any], valid: bool) -> None:
+    text = body(**fields)
+    if valid:
+        parsed = parse_sqs_body(text)
+        assert parsed.update.request_body() == fields
+    else:
+        with pytest.raises(InvalidUpdate):
+            parse_sqs_body(text)
+
+
+@pytest.mark.parametrize("thread_id", ["thread_abc123", "a", "A-b_9", "t" * 128])
+def test_thread_ids_accepted(thread_id: str) -> None:
+    assert parse_sqs_body(json.dumps({"thread_id": thread_id})).update.thread_id == thread_id
+
+
+@pytest.mark.parametrize(
+    "thread_id",
+    [
+        "",
+        "t" * 129,
+        "../x",
+        "a/b",
+        "a%2Fb",
+        "a?b",
+        "a#b",
+        "a b",
+        "thread\n",
+        "\tthread",
+        "thr\u0435ad",  # Cyrillic e
+        "\uff54hread",  # full-width t
+        7,
+        None,
+    ],
+)
+def test_thread_ids_rejected(thread_id: Any) -> None:
+    with pytest.raises(InvalidUpdate, match="thread_id"):
+        parse_sqs_body(json.dumps({"thread_id": thread_id}))
+
+
+def test_eventbridge_event_with_other_detail_type_is_invalid() -> None:
+    event = {
+        "version": "0",
+        "id": "1",
+        "detail-type": "CreateThread",
+        "source": "s",
+        "account": "1",
+        "time": "2026-11-25T00:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": {"thread_id": "t"},
+    }
+    with pytest.raises(InvalidUpdate, match="detail-type"):
+        parse_sqs_body(json.dumps(event))
+
+
+def test_reasons_do_not_echo_the_input() -> None:
+    with pytest.raises(InvalidUpdate) as caught:
+        parse_sqs_body(body(metadata={"k": "SENSITIVE" * 100}))
+    assert "SENSITIVE" not in str(caught.value)

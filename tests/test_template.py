@@ -1,0 +1,496 @@
+"""Infrastructure checks: template.yaml, its offline validation, samconfig.toml and events/*.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsModel
+
+from tools.validate_template import load_sam_template, validate
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = REPO_ROOT / "template.yaml"
+VALIDATOR = REPO_ROOT / "tools" / "validate_template.py"
+EVENTS = REPO_ROOT / "events"
+
+FUNCTION_ID = "ModifyThreadFunction"
+EXPECTED_ENV_VARS = {
+    "PORTKEY_SECRET_ID",
+    "PORTKEY_BASE_URL",
+    "DLQ_URL",
+    "MAX_ATTEMPTS",
+    "MAX_CONCURRENCY",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+    "POWERTOOLS_PARAMETERS_MAX_AGE",
+}
+# Managed policies SAM itself attaches: basic logging, and the SQS poller for the SQS event.
+SAM_ADDED_MANAGED_POLICIES = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole",
+}
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_sam_template(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = template["Resources"]
+    return result
+
+
+@pytest.fixture(scope="module")
+def function_props(resources: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = resources[FUNCTION_ID]["Properties"]
+    return result
+
+
+@pytest.fixture(scope="module")
+def function_globals(template: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = template["Globals"]["Function"]
+    return result
+
+
+@pytest.fixture(scope="module")
+def validation_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run the validation script once per module, exactly as a developer or CI would."""
+    output = tmp_path_factory.mktemp("validate") / "translated.json"
+    completed = subprocess.run(
+        [sys.executable, str(VALIDATOR), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO_ROOT,
+        timeout=110,
+    )
+    return completed, output
+
+
+@pytest.fixture(scope="module")
+def translated(validation_run: tuple[subprocess.CompletedProcess[str], Path]) -> dict[str, Any]:
+    completed, output = validation_run
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    result: dict[str, Any] = json.loads(output.read_text())
+    return result
+
+
+def _load_json(name: str) -> Any:
+    return json.loads((EVENTS / name).read_text())
+
+
+def _walk_statements(policy_document: Any) -> Iterator[dict[str, Any]]:
+    statements = policy_document.get("Statement", [])
+    yield from statements if isinstance(statements, list) else [statements]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def test_validation_script_passes(validation_run: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    """Given the committed template, when tools/validate_template.py runs (cfn-lint, SAM
+    translation, cfn-lint on the translation), then it exits 0 with no error-level finding."""
+    completed, output = validation_run
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "[Error]" not in completed.stdout
+    assert completed.stdout.strip().endswith("VALID")
+    for step in ("cfn-lint on", "SAM translation of", "cfn-lint on the translated"):
+        assert step in completed.stdout
+    assert output.is_file()
+
+
+_WINDOW = """            MaximumBatchingWindowInSeconds: !If
+              - IsFifo
+              - !Ref AWS::NoValue
+              - !Ref MaximumBatchingWindowInSeconds"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(
+            _WINDOW, "            MaximumBatchingWindowInSeconds: 900", "E3034", id="batching-window-900"
+        ),
+        pytest.param(
+            "QueueName: !GetAtt DeadLetterQueue.QueueName",
+            "QueueName: !GetAtt DeadLetterQueue.Name",
+            "E1019",
+            id="bad-getatt",
+        ),
+        pytest.param("Type: EventBridgeRule", "Type: EventBridgeRul", "Event Type is", id="bad-sam-event"),
+    ],
+)
+def test_validation_rejects_broken_template(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    """Given a copy of the template with one deliberate mistake, when it is validated,
+    then validation fails with an error-level finding naming the problem."""
+    source = TEMPLATE.read_text()
+    assert old in source, "the mutation no longer applies; update this test"
+    broken = tmp_path / "template.yaml"
+    broken.write_text(source.replace(old, new, 1))
+
+    result = validate(broken)
+
+    assert not result.ok
+    assert any(expected in f"{f.rule} {f.message}" for f in result.errors), result.findings
+
+
+# --------------------------------------------------------------------------- function
+
+
+def test_function_handler_code_and_runtime(
+    function_props: dict[str, Any], function_globals: dict[str, Any]
+) -> None:
+    """Given the function, then it runs src/handler.lambda_handler on a Python runtime at
+    least as new as the project's requires-python, with bounded timeout and memory."""
+    assert function_props["CodeUri"] == "src/"
+    assert function_props["Handler"] == "handler.lambda_handler"
+    assert (REPO_ROOT / "src").is_dir()
+
+    runtime = function_props.get("Runtime", function_globals.get("Runtime"))
+    match = re.fullmatch(r"python3\.(\d+)", str(runtime))
+    assert match, runtime
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    min_minor = int(re.fullmatch(r">=3\.(\d+)", pyproject["project"]["requires-python"]).group(1))  # type: ignore[union-attr]
+    assert int(match.group(1)) >= min_minor
+    assert function_globals["Timeout"] == 60
+    assert function_globals["MemorySize"] == 256
+
+
+def test_environment_variables_are_exactly_the_documented_ones(function_props: dict[str, Any]) -> None:
+    """Given the function environment, then it holds exactly the documented variables,
+    wired to the parameters and the DLQ."""
+    variables = function_props["Environment"]["Variables"]
+    assert set(variables) == EXPECTED_ENV_VARS
+    assert variables["PORTKEY_SECRET_ID"] == {"Ref": "PortkeySecretArn"}
+    assert variables["PORTKEY_BASE_URL"] == {"Ref": "PortkeyBaseUrl"}
+    assert variables["DLQ_URL"] == {"Ref": "DeadLetterQueue"}
+    assert variables["MAX_ATTEMPTS"] == {"Ref": "MaxAttempts"}
+    assert variables["MAX_CONCURRENCY"] == {"Ref": "MaxConcurrency"}
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "portkey-thread-updater"
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "PortkeyThreadUpdater"
+    assert variables["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
+    assert str(variables["POWERTOOLS_PARAMETERS_MAX_AGE"]) == "300"
+
+
+def test_policies_are_only_scoped_sam_policy_templates(function_props: dict[str, Any]) -> None:
+    """Given the function's Policies, then they are the two SAM policy templates, scoped to
+    the secret parameter and the DLQ, and nothing else (no managed policies, no inline '*')."""
+    assert function_props["Policies"] == [
+        {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "PortkeySecretArn"}}},
+        {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}},
+    ]
+    assert "Role" not in function_props
+
+
+def test_translated_iam_has_no_wildcards(translated: dict[str, Any]) -> None:
+    """Given the translated template, when every IAM/queue-policy statement is inspected, then no
+    statement allows Action '*' (or 'service:*') or Resource '*', and the only managed
+    policies are the ones SAM attaches for logging and SQS polling."""
+    statements: list[dict[str, Any]] = []
+    for resource in translated["Resources"].values():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::Role":
+            assert set(props.get("ManagedPolicyArns", [])) <= SAM_ADDED_MANAGED_POLICIES
+            for policy in props.get("Policies", []):
+                statements.extend(_walk_statements(policy["PolicyDocument"]))
+        elif resource["Type"] in {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::SQS::QueuePolicy"}:
+            statements.extend(_walk_statements(props["PolicyDocument"]))
+
+    actions = [a for s in statements for a in _as_list(s["Action"])]
+    assert "secretsmanager:GetSecretValue" in actions
+    assert any(str(a).startswith("sqs:SendMessage") for a in actions)
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        assert "NotAction" not in statement
+        assert "NotResource" not in statement
+        for action in _as_list(statement["Action"]):
+            assert action != "*"
+            assert not str(action).endswith(":*"), action
+        for resource_value in _as_list(statement["Resource"]):
+            assert resource_value != "*"
+            assert isinstance(resource_value, dict), (
+                f"expected an intrinsic-scoped resource: {resource_value}"
+            )
+
+
+# --------------------------------------------------------------------------- SQS
+
+
+def test_sqs_event_reports_batch_item_failures(function_props: dict[str, Any]) -> None:
+    """Given the SQS event, then it reads SourceQueue with partial batch responses and takes
+    its batching/scaling settings from the parameters."""
+    event = function_props["Events"]["SqsUpdates"]
+    assert event["Type"] == "SQS"
+    props = event["Properties"]
+    assert props["Queue"] == {"Fn::GetAtt": ["SourceQueue", "Arn"]}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BatchSize"] == {"Ref": "BatchSize"}
+    # FIFO event sources reject a batching window: it is dropped for FIFO only.
+    assert props["MaximumBatchingWindowInSeconds"] == {
+        "Fn::If": ["IsFifo", {"Ref": "AWS::NoValue"}, {"Ref": "MaximumBatchingWindowInSeconds"}]
+    }
+    assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "ScalingMaximumConcurrency"}}
+
+
+def test_visibility_timeout_covers_six_function_timeouts(
+    template: dict[str, Any], resources: dict[str, Any], function_props: dict[str, Any]
+) -> None:
+    """Given the source queue, then its visibility timeout is at least 6x the function
+    timeout plus the largest allowed batching window (AWS guidance for SQS event sources)."""
+    timeout = int(function_props.get("Timeout", template["Globals"]["Function"]["Timeout"]))
+    max_window = int(template["Parameters"]["MaximumBatchingWindowInSeconds"]["MaxValue"])
+    visibility = int(resources["SourceQueue"]["Properties"]["VisibilityTimeout"])
+    assert visibility >= 6 * timeout
+    assert visibility >= 6 * timeout + max_window
+    assert visibility <= 43200  # SQS maximum
+
+
+def test_source_queue_redrives_to_dlq(resources: dict[str, Any]) -> None:
+    """Given the source queue, then failed receives move to the DLQ after MaxReceiveCount,
+    and both queues are encrypted, with the DLQ keeping messages longer."""
+    source = resources["SourceQueue"]["Properties"]
+    dlq = resources["DeadLetterQueue"]["Properties"]
+    assert source["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        "maxReceiveCount": {"Ref": "MaxReceiveCount"},
+    }
+    assert source["SqsManagedSseEnabled"] is True
+    assert dlq["SqsManagedSseEnabled"] is True
+    assert source["MessageRetentionPeriod"] == 4 * 24 * 3600
+    assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_fifo_mode_switches_both_queues(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    """Given SourceQueueType=fifo, then the source queue and its DLQ both become named
+    .fifo queues with content-based deduplication; otherwise they stay unnamed standard queues."""
+    assert template["Parameters"]["SourceQueueType"]["AllowedValues"] == ["standard", "fifo"]
+    assert template["Conditions"]["IsFifo"] == {"Fn::Equals": [{"Ref": "SourceQueueType"}, "fifo"]}
+    for logical_id, suffix in (("SourceQueue", "-updates.fifo"), ("DeadLetterQueue", "-dlq.fifo")):
+        props = resources[logical_id]["Properties"]
+        assert props["FifoQueue"] == {"Fn::If": ["IsFifo", True, {"Ref": "AWS::NoValue"}]}
+        assert props["ContentBasedDeduplication"] == {"Fn::If": ["IsFifo", True, {"Ref": "AWS::NoValue"}]}
+        assert props["QueueName"] == {
+            "Fn::If": ["IsFifo", {"Fn::Sub": "${AWS::StackName}" + suffix}, {"Ref": "AWS::NoValue"}]
+        }
+
+
+# --------------------------------------------------------------------------- EventBridge / async
+
+
+def test_eventbridge_rule_matches_modify_thread_events(function_props: dict[str, Any]) -> None:
+    """Given the EventBridge rule event, then it matches detail-type ModifyThread from the
+    configured source on the configured bus, with bounded delivery retries and a DLQ."""
+    event = function_props["Events"]["ModifyThreadRule"]
+    assert event["Type"] == "EventBridgeRule"
+    props = event["Properties"]
+    assert props["EventBusName"] == {"Ref": "EventBusName"}
+    assert props["Pattern"] == {"source": [{"Ref": "EventSource"}], "detail-type": ["ModifyThread"]}
+    assert 0 <= props["RetryPolicy"]["MaximumRetryAttempts"] <= 185
+    assert 60 <= props["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 86400
+    assert props["DeadLetterConfig"]["Type"] == "SQS"
+
+
+def test_event_invoke_config_dead_letters_async_failures(
+    function_props: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """Given asynchronous (EventBridge) invokes, then Lambda retries them a bounded number of
+    times within a bounded age and sends failures to a standard queue: the DLQ, or the
+    separate AsyncDeadLetterQueue in FIFO mode (Lambda destinations cannot be FIFO queues)."""
+    config = function_props["EventInvokeConfig"]
+    assert config["MaximumRetryAttempts"] == 2
+    assert config["MaximumEventAgeInSeconds"] == 3600
+    on_failure = config["DestinationConfig"]["OnFailure"]
+    assert on_failure["Type"] == "SQS"
+    assert on_failure["Destination"] == {
+        "Fn::If": [
+            "IsFifo",
+            {"Fn::GetAtt": ["AsyncDeadLetterQueue", "Arn"]},
+            {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        ]
+    }
+    async_dlq = resources["AsyncDeadLetterQueue"]
+    assert async_dlq["Condition"] == "IsFifo"
+    assert "FifoQueue" not in async_dlq["Properties"]
+
+
+def test_translated_template_wires_event_sources(translated: dict[str, Any]) -> None:
+    """Given the translated template, then SAM generated the SQS event source mapping, the
+    EventBridge rule targeting the function, and the event-invoke config."""
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for resource in translated["Resources"].values():
+        by_type.setdefault(resource["Type"], []).append(resource.get("Properties", {}))
+    (mapping,) = by_type["AWS::Lambda::EventSourceMapping"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    (rule,) = by_type["AWS::Events::Rule"]
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [FUNCTION_ID, "Arn"]}
+    (invoke_config,) = by_type["AWS::Lambda::EventInvokeConfig"]
+    assert invoke_config["Qualifier"] == "$LATEST"
+
+
+# --------------------------------------------------------------------------- parameters / outputs
+
+
+def test_parameters_and_defaults(template: dict[str, Any]) -> None:
+    """Given the parameters, then the documented defaults and bounds hold."""
+    params = template["Parameters"]
+    expected: dict[str, dict[str, Any]] = {
+        "PortkeySecretArn": {},
+        "PortkeyBaseUrl": {"Default": "https://api.portkey.ai/v1"},
+        "MaxAttempts": {"Default": 3, "MinValue": 1, "MaxValue": 10},
+        "MaxConcurrency": {"Default": 16, "MinValue": 1, "MaxValue": 64},
+        "MaxReceiveCount": {"Default": 5},
+        "BatchSize": {"Default": 10, "MinValue": 1, "MaxValue": 10000},
+        "MaximumBatchingWindowInSeconds": {"Default": 1, "MinValue": 0, "MaxValue": 300},
+        "ScalingMaximumConcurrency": {"Default": 10, "MinValue": 2, "MaxValue": 1000},
+        "EventSource": {"Default": "com.example.threads"},
+        "EventBusName": {"Default": "default"},
+        "SourceQueueType": {"Default": "standard"},
+        "LogLevel": {"Default": "INFO"},
+    }
+    assert set(params) == set(expected)
+    for name, attributes in expected.items():
+        for key, value in attributes.items():
+            assert params[name][key] == value, (name, key)
+    assert "Default" not in params["PortkeySecretArn"]
+    assert re.fullmatch(
+        params["PortkeySecretArn"]["AllowedPattern"],
+        f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:portkey-thread-updater-AbCdEf",
+    )
+
+
+def test_outputs_present(template: dict[str, Any]) -> None:
+    """Given the outputs, then queue URLs/ARNs and the function ARN/name are exported."""
+    outputs = template["Outputs"]
+    for name in (
+        "SourceQueueUrl",
+        "SourceQueueArn",
+        "DeadLetterQueueUrl",
+        "DeadLetterQueueArn",
+        "FunctionArn",
+        "FunctionName",
+    ):
+        assert "Value" in outputs[name], name
+    assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": "DeadLetterQueue"}
+    assert outputs["FunctionName"]["Value"] == {"Ref": FUNCTION_ID}
+
+
+def test_samconfig(template: dict[str, Any]) -> None:
+    """Given samconfig.toml, then it names the stack, lints on validate, deploys with IAM
+    capability, only overrides parameters the template declares, and uses events/env.json."""
+    config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text())
+    assert config["version"] == 0.1
+    default = config["default"]
+    assert default["global"]["parameters"]["stack_name"] == "portkey-thread-updater"
+    assert default["validate"]["parameters"]["lint"] is True
+    deploy = default["deploy"]["parameters"]
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["resolve_s3"] is True
+    overrides = dict(re.findall(r'(\w+)="([^"]*)"', deploy["parameter_overrides"]))
+    assert set(overrides) <= set(template["Parameters"])
+    assert "PortkeySecretArn" in overrides
+    assert default["local_invoke"]["parameters"]["env_vars"] == "events/env.json"
+
+
+# --------------------------------------------------------------------------- events
+
+
+def _check_sqs_records(event: Any) -> list[str]:
+    SqsModel.model_validate(event)
+    bodies: list[str] = []
+    for record in event["Records"]:
+        assert record["eventSource"] == "aws:sqs"
+        assert record["eventSourceARN"].startswith(f"arn:aws:sqs:{REGION}:{ACCOUNT}:")
+        assert record["awsRegion"] == REGION
+        assert record["messageAttributes"] == {}
+        assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
+        assert {
+            "ApproximateReceiveCount",
+            "SentTimestamp",
+            "SenderId",
+            "ApproximateFirstReceiveTimestamp",
+        } <= set(record["attributes"])
+        bodies.append(record["body"])
+    ids = [r["messageId"] for r in event["Records"]]
+    assert len(set(ids)) == len(ids)
+    return bodies
+
+
+def test_sqs_batch_event() -> None:
+    """Given events/sqs-batch.json, then it is a valid SQS Lambda event with two valid
+    updates and three invalid ones (not JSON, path-traversal id, non-string metadata)."""
+    bodies = _check_sqs_records(_load_json("sqs-batch.json"))
+    assert len(bodies) == 5
+    assert json.loads(bodies[0]) == {
+        "thread_id": "thread_abc123",
+        "metadata": {"modified": "true", "user": "abc123"},
+    }
+    assert json.loads(bodies[1]) == {
+        "thread_id": "thread_def456",
+        "tool_resources": {"code_interpreter": {"file_ids": ["file-1"]}},
+        "metadata": None,
+    }
+    assert bodies[2] == "not json"
+    assert json.loads(bodies[3]) == {"thread_id": "../assistants", "metadata": {}}
+    assert json.loads(bodies[4]) == {"thread_id": "thread_ghi789", "metadata": {"count": 3}}
+
+
+def test_eventbridge_event(template: dict[str, Any]) -> None:
+    """Given events/eventbridge.json, then it is an EventBridge event the rule matches."""
+    event = _load_json("eventbridge.json")
+    model = EventBridgeModel.model_validate(event)
+    assert model.version == "0"
+    assert model.detail_type == "ModifyThread"
+    assert model.source == template["Parameters"]["EventSource"]["Default"]
+    assert event["detail"] == {"thread_id": "thread_abc123", "metadata": {"stage": "reviewed"}}
+
+
+def test_eventbridge_via_sqs_event(template: dict[str, Any]) -> None:
+    """Given events/eventbridge-via-sqs.json, then each SQS body is a JSON EventBridge event:
+    one valid update and one whose metadata has 17 keys (over the 16-key limit)."""
+    bodies = _check_sqs_records(_load_json("eventbridge-via-sqs.json"))
+    assert len(bodies) == 2
+    details: list[dict[str, Any]] = []
+    for body in bodies:
+        model = EventBridgeModel.model_validate_json(body)
+        assert model.detail_type == "ModifyThread"
+        assert model.source == template["Parameters"]["EventSource"]["Default"]
+        assert isinstance(model.detail, dict)
+        details.append(model.detail)
+    assert 1 <= len(details[0]["metadata"]) <= 16
+    assert len(details[1]["metadata"]) == 17
+
+
+def test_env_json_matches_template(function_props: dict[str, Any]) -> None:
+    """Given events/env.json, then it sets exactly the template's environment variables for
+    ModifyThreadFunction, as strings, with the template's constant values."""
+    env = _load_json("env.json")
+    assert set(env) == {FUNCTION_ID}
+    variables = env[FUNCTION_ID]
+    template_vars = function_props["Environment"]["Variables"]
+    assert set(variables) == set(template_vars)
+    assert all(isinstance(v, str) for v in variables.values())
+    for name, value in template_vars.items():
+        if not isinstance(value, dict):
+            assert variables[name] == str(value), name
