@@ -47,6 +47,8 @@ class CallOutcome:
     attempts: int
     error: str | None = None
     trace_id: str | None = None
+    latency_ms: float | None = None  # the last HTTP attempt, without backoff
+    retry_after_waits: int = 0  # waits the server asked for with Retry-After
 
 
 @dataclass(frozen=True)
@@ -134,12 +136,22 @@ class PortkeyClient:
         generation, credentials = self._credentials.current()
         refreshed = False
         attempts = 0
+        retry_after_waits = 0
+        latency_ms: float | None = None
         last_error = "no attempt made"
         last_status: int | None = None
         last_trace: str | None = None
         while attempts < self._max_attempts:
             if deadline - time.monotonic() < MIN_ATTEMPT_WINDOW_S:
-                return CallOutcome(CallResult.TRANSIENT, last_status, attempts, f"out of time: {last_error}")
+                return CallOutcome(
+                    CallResult.TRANSIENT,
+                    last_status,
+                    attempts,
+                    f"out of time: {last_error}",
+                    last_trace,
+                    latency_ms,
+                    retry_after_waits,
+                )
             attempts += 1
             headers = {
                 **credentials.headers,
@@ -149,15 +161,26 @@ class PortkeyClient:
             if _TRACE_ID_SAFE.match(trace_id):
                 headers["x-portkey-trace-id"] = trace_id
             retry_after: str | None = None
+            sent_at = time.monotonic()
             try:
                 answer = self._post(url, payload, headers, deadline)
             except HTTPError as error:
+                latency_ms = round((time.monotonic() - sent_at) * 1000, 1)
                 last_status, last_trace = None, None
                 last_error = f"{type(error).__name__}: {str(error)[:ERROR_TEXT_LIMIT]}"
             else:
+                latency_ms = round((time.monotonic() - sent_at) * 1000, 1)
                 last_status, last_trace = answer.status, answer.trace_id
                 if 200 <= answer.status < 300:
-                    return CallOutcome(CallResult.APPLIED, answer.status, attempts, trace_id=answer.trace_id)
+                    return CallOutcome(
+                        CallResult.APPLIED,
+                        answer.status,
+                        attempts,
+                        None,
+                        answer.trace_id,
+                        latency_ms,
+                        retry_after_waits,
+                    )
                 last_error = f"HTTP {answer.status}: {error_message(answer.data)}"
                 if answer.status in AUTH_STATUSES:
                     if refreshed:
@@ -171,12 +194,18 @@ class PortkeyClient:
                     continue
                 if answer.status < 500 and answer.status not in TRANSIENT_STATUSES:
                     return CallOutcome(
-                        CallResult.REJECTED, answer.status, attempts, last_error, answer.trace_id
+                        CallResult.REJECTED,
+                        answer.status,
+                        attempts,
+                        last_error,
+                        answer.trace_id,
+                        latency_ms,
+                        retry_after_waits,
                     )
                 retry_after = answer.retry_after
             if attempts >= self._max_attempts:
                 break
-            wait = self._wait_before_retry(attempts, retry_after)
+            wait, asked = self._wait_before_retry(attempts, retry_after)
             if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
                 return CallOutcome(
                     CallResult.TRANSIENT,
@@ -184,17 +213,22 @@ class PortkeyClient:
                     attempts,
                     f"{last_error} (waiting {wait:.1f} s would pass the invocation deadline)",
                     last_trace,
+                    latency_ms,
+                    retry_after_waits,
                 )
+            retry_after_waits += asked
             time.sleep(wait)
-        return CallOutcome(CallResult.TRANSIENT, last_status, attempts, last_error, last_trace)
+        return CallOutcome(
+            CallResult.TRANSIENT, last_status, attempts, last_error, last_trace, latency_ms, retry_after_waits
+        )
 
     @staticmethod
-    def _wait_before_retry(attempts: int, retry_after: str | None) -> float:
-        """Retry-After when the server sent one; else exponential backoff with full jitter."""
+    def _wait_before_retry(attempts: int, retry_after: str | None) -> tuple[float, int]:
+        """Seconds to wait, and 1 if the server asked for them (Retry-After); else jittered backoff."""
         if retry_after is not None:
             try:
-                return _RETRY_AFTER.parse_retry_after(retry_after)
+                return _RETRY_AFTER.parse_retry_after(retry_after), 1
             except InvalidHeader:
                 pass
         ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
+        return random.uniform(0, ceiling), 0  # noqa: S311 - jitter, not cryptography

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -60,6 +60,8 @@ class Outcome:
     category: Category | None = None
     trace_id: str | None = None
     duration_ms: float = 0.0
+    latency_ms: float | None = None  # the last Portkey call's own time
+    retry_after_waits: int = 0
 
 
 class UpdateProcessor:
@@ -84,8 +86,10 @@ class UpdateProcessor:
             call = self._client.modify_thread(
                 job.update.thread_id, job.update.request_body(), trace_id=job.message_id, deadline=deadline
             )
-            outcome = self._settle(job, call)
-        outcome = _with_duration(outcome, started)
+            outcome = replace(
+                self._settle(job, call), latency_ms=call.latency_ms, retry_after_waits=call.retry_after_waits
+            )
+        outcome = replace(outcome, duration_ms=round((time.monotonic() - started) * 1000, 1))
         _log(outcome)
         return outcome
 
@@ -236,10 +240,6 @@ def _not_attempted(job: Job, reason: str) -> Outcome:
     return outcome
 
 
-def _with_duration(outcome: Outcome, started: float) -> Outcome:
-    return Outcome(**{**outcome.__dict__, "duration_ms": round((time.monotonic() - started) * 1000, 1)})
-
-
 _LOG_LEVEL: Mapping[Result, Callable[..., None]] = {
     Result.SUCCESS: logger.info,
     Result.DEAD_LETTERED: logger.warning,
@@ -274,6 +274,13 @@ def record_metrics(outcomes: Sequence[Outcome], source: Source) -> None:
     metrics.add_metric(name="UpdatesDeadLettered", unit="Count", value=counts[Result.DEAD_LETTERED])
     metrics.add_metric(name="UpdatesRetried", unit="Count", value=counts[Result.RETRY])
     metrics.add_metric(name="HttpAttempts", unit="Count", value=sum(outcome.attempts for outcome in outcomes))
+    not_found = sum(1 for o in outcomes if o.category is Category.REJECTED and o.status == 404)
+    metrics.add_metric(name="UpdatesRejectedNotFound", unit="Count", value=not_found)
+    waits = sum(outcome.retry_after_waits for outcome in outcomes)
+    metrics.add_metric(name="RetryAfterWaits", unit="Count", value=waits)
+    for outcome in outcomes:
+        if outcome.latency_ms is not None:
+            metrics.add_metric(name="PortkeyLatency", unit="Milliseconds", value=outcome.latency_ms)
 
 
 def sqs_job(record: object) -> Job:

@@ -1,0 +1,66 @@
+"""EMF metrics: what operators graph and alarm on, parsed from the function's stdout."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from devstack.lambda_events import sqs_event
+from devstack.portkey_standin import PortkeyStandIn, Reply
+from tests.conftest import Invoker
+
+
+def emf_documents(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith('{"_aws"')]
+
+
+def totals(documents: list[dict[str, Any]]) -> dict[str, list[float]]:
+    values: dict[str, list[float]] = defaultdict(list)
+    for document in documents:
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            for metric in directive["Metrics"]:
+                value = document[metric["Name"]]
+                values[metric["Name"]] += value if isinstance(value, list) else [value]
+    return values
+
+
+def test_mixed_batch_emits_the_right_counts(
+    invoke: Invoker, portkey: PortkeyStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a batch with two applied updates, one invalid, one gone upstream, one that keeps failing
+    portkey.always("thread_gone", Reply(status=404))
+    portkey.always("thread_busy", Reply(status=503, headers={"Retry-After": "0"}))
+    event = sqs_event(
+        [
+            {"thread_id": "thread_1"},
+            {"thread_id": "thread_2"},
+            "not json",
+            {"thread_id": "thread_gone"},
+            {"thread_id": "thread_busy"},
+        ]
+    )
+    capsys.readouterr()
+
+    # When it is processed
+    invoke(event)
+
+    # Then the EMF output parses, is namespaced and dimensioned, and carries exactly these counts
+    documents = [document for document in emf_documents(capsys.readouterr().out) if "source" in document]
+    assert documents
+    for document in documents:
+        [directive] = document["_aws"]["CloudWatchMetrics"]
+        assert directive["Namespace"] == "PortkeyThreadUpdater"
+        assert sorted(directive["Dimensions"][0]) == ["service", "source"]
+        assert document["source"] == "sqs"
+    values = totals(documents)
+    assert sum(values["UpdatesApplied"]) == 2
+    assert sum(values["UpdatesDeadLettered"]) == 2
+    assert sum(values["UpdatesRetried"]) == 1
+    assert sum(values["UpdatesRejectedNotFound"]) == 1
+    assert sum(values["HttpAttempts"]) == 2 + 1 + 3
+    assert sum(values["RetryAfterWaits"]) == 2
+    assert len(values["PortkeyLatency"]) == 4  # one per update that reached Portkey
+    assert all(latency >= 0 for latency in values["PortkeyLatency"])
