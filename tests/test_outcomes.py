@@ -323,3 +323,45 @@ def test_eventbridge_direct_rejected_is_dead_lettered(
 def test_unsupported_event_shape_is_a_clear_error(invoke: Invoker) -> None:
     with pytest.raises(ValueError, match="unsupported event"):
         invoke({"hello": "world"})
+
+
+def test_unicode_is_applied_and_escaped_lone_surrogates_are_dead_lettered_verbatim(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources
+) -> None:
+    # Given updates with non-ASCII text and a JSON-escaped lone surrogate (valid JSON, not encodable as UTF-8)
+    event = sqs_event(
+        [
+            {"thread_id": "thread_u", "metadata": {"name": "Zoë 🚀 名前"}},
+            '{"thread_id": "thread_s", "metadata": {"k": "\\ud800"}}',
+            '{"thread_id": "thread_s", "bad": "\\udfff"}',
+        ]
+    )
+
+    # When they are processed
+    response = invoke(event)
+
+    # Then the Unicode one reaches Portkey with its exact value; the other two are dead-lettered verbatim
+    assert response == {"batchItemFailures": []}
+    assert [request.json for request in portkey.requests] == [{"metadata": {"name": "Zoë 🚀 名前"}}]
+    letters = sorted(aws.dead_letters(), key=lambda letter: str(letter["payload"]))
+    assert [letter["payload"] for letter in letters] == sorted(
+        record["body"] for record in event["Records"][1:]
+    )
+    assert {letter["category"] for letter in letters} == {"validation"}
+
+
+def test_eventbridge_event_with_a_lone_surrogate_is_dead_lettered_not_crashed(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources
+) -> None:
+    # Given a direct EventBridge event whose detail holds a lone surrogate (Lambda decodes "\ud800" escapes)
+    event = eventbridge_event({"thread_id": "thread_s", "metadata": {"k": "\ud800"}})
+
+    # When it is processed
+    result = invoke(event)
+
+    # Then it returns normally and the event is dead-lettered, decodable back to the same event
+    assert result is None
+    assert portkey.requests == []
+    [letter] = aws.dead_letters()
+    assert letter["category"] == "validation"
+    assert json.loads(letter["payload"]) == event

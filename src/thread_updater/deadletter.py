@@ -41,7 +41,8 @@ class DeadLetter:
     def to_json(self) -> str:
         document = asdict(self)
         document["failed_at"] = self.failed_at or datetime.now(UTC).isoformat(timespec="milliseconds")
-        return json.dumps(document, ensure_ascii=False)
+        # ASCII-escaped: any str survives (even a lone surrogate from a JSON escape) and decodes unchanged
+        return json.dumps(document, ensure_ascii=True)
 
 
 class DeadLetterQueue:

@@ -132,7 +132,7 @@ class PortkeyClient:
         Raises ConfigurationError when Portkey still refuses the credentials after one refresh.
         """
         url = self.thread_url(thread_id)
-        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()  # always encodable
         generation, credentials = self._credentials.current()
         refreshed = False
         attempts = 0

@@ -191,6 +191,11 @@ class UpdateProcessor:
                 except ConfigurationError as error:
                     stop.error = stop.error or error
                     outcome = _not_attempted(job, f"configuration error: {error}")
+                except Exception as error:  # a bug must not take the batch down: hand this record back
+                    logger.exception(
+                        "unexpected error while processing an update", extra={"message_id": job.message_id}
+                    )
+                    outcome = _not_attempted(job, f"unexpected error: {type(error).__name__}")
             if outcome.result is Result.RETRY:
                 blocked_by = outcome.message_id
             outcomes[index] = outcome
@@ -313,7 +318,7 @@ def sqs_job(record: object) -> Job:
 
 def eventbridge_job(event: Mapping[str, Any]) -> Job:
     """Validate a directly delivered EventBridge event; never raises for bad input."""
-    payload = json.dumps(event, ensure_ascii=False, default=str)
+    payload = json.dumps(event, ensure_ascii=True, default=str)
     message_id = str(event.get("id") or "")
     try:
         parsed = parse_update_document(dict(event))
