@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck validate unit run clean
+.PHONY: venv gateway test lint typecheck validate unit run clean
 
 venv: $(STAMP)
 
@@ -13,6 +13,14 @@ $(STAMP): requirements-dev.txt src/requirements.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
+
+# The real open-source Portkey gateway (Node), pinned in tools/gateway, for the end-to-end tests.
+GATEWAY_STAMP := tools/gateway/node_modules/.package-lock.json
+
+gateway: $(GATEWAY_STAMP)
+
+$(GATEWAY_STAMP): tools/gateway/package.json tools/gateway/package-lock.json
+	npm ci --prefix tools/gateway --no-audit --no-fund
 
 lint: venv
 	$(BIN)/ruff check .
@@ -24,7 +32,7 @@ typecheck: venv
 validate: venv
 	$(BIN)/python tools/validate_template.py
 
-unit: venv
+unit: venv gateway
 	$(BIN)/python -m pytest
 
 # The README's test command: lint, types, the template checks and the whole suite.

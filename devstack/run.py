@@ -15,11 +15,13 @@ import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, TextIO
 
 import boto3
 
+from devstack.gateway import GatewayUnavailable, PortkeyGateway
 from devstack.lambda_events import LocalContext
 from devstack.local_aws import (
     LocalResources,
@@ -33,6 +35,7 @@ from devstack.portkey_standin import PortkeyStandIn, Reply
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 LOCAL_API_KEY = "pk-local-demo-key"
+LOCAL_PROVIDER_TOKEN = "sk-local-provider-token"  # --gateway: the Bearer token the stand-in accepts
 GONE_THREAD = "thread_gone"  # answers 404, as a thread behind a sunset Assistants API would
 
 
@@ -43,6 +46,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=10, help="event source mapping BatchSize")
     parser.add_argument("--window", type=float, default=0.5, help="MaximumBatchingWindowInSeconds")
     parser.add_argument("--max-receive-count", type=int, default=3, help="redrive policy maxReceiveCount")
+    parser.add_argument(
+        "--gateway",
+        action="store_true",
+        help="go through the real Portkey gateway (tools/gateway) to the stand-in as a custom host",
+    )
     parser.add_argument(
         "--log-file",
         type=Path,
@@ -106,10 +114,26 @@ def dead_letters(dlq_url: str, limit: int = 10_000) -> list[dict[str, Any]]:
     return found
 
 
+def logged_successes(log_file: Path) -> set[str]:
+    """Message ids of the function's ``update success`` log lines (the gateway does not forward trace ids)."""
+    found = set()
+    for line in log_file.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            document = json.loads(line)
+            if isinstance(document, dict) and document.get("message") == "update success":
+                found.add(str(document.get("message_id")))
+    return found
+
+
 def outcome_rows(
-    sent: dict[str, str], letters: list[dict[str, Any]], stand_in: PortkeyStandIn, stats: PollStats
+    sent: dict[str, str],
+    letters: list[dict[str, Any]],
+    stand_in: PortkeyStandIn,
+    stats: PollStats,
+    applied: AbstractSet[str | None] | None = None,
 ) -> list[tuple[str, str, str, str, str]]:
-    applied = {r.headers.get("x-portkey-trace-id") for r in stand_in.requests if 200 <= r.status < 300}
+    if applied is None:
+        applied = {r.headers.get("x-portkey-trace-id") for r in stand_in.requests if 200 <= r.status < 300}
     by_id = {letter["message_id"]: letter for letter in letters}
     rows = []
     for message_id, body in sent.items():
@@ -137,6 +161,16 @@ def print_table(out: TextIO, header: tuple[str, ...], rows: Sequence[tuple[str, 
 
 
 @contextlib.contextmanager
+def optional_gateway(enabled: bool, log_file: Path) -> Iterator[PortkeyGateway | None]:
+    """The real gateway when ``--gateway`` is given, else nothing (the function calls the stand-in)."""
+    if not enabled:
+        yield None
+        return
+    with PortkeyGateway(log_path=log_file) as gateway:
+        yield gateway
+
+
+@contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
@@ -153,7 +187,12 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
     with (
         sigterm_as_interrupt(),
         moto_server() as endpoint,
-        PortkeyStandIn(api_keys={LOCAL_API_KEY}) as stand_in,
+        # Behind the gateway the stand-in is a custom host: x-portkey-* is stripped, a Bearer token arrives.
+        PortkeyStandIn(
+            api_keys=None if args.gateway else {LOCAL_API_KEY},
+            auth_tokens={LOCAL_PROVIDER_TOKEN} if args.gateway else None,
+        ) as stand_in,
+        optional_gateway(args.gateway, args.log_file.with_name("local-run-gateway.log")) as gateway,
         args.log_file.open("w") as log,
     ):
         stand_in.always(
@@ -168,16 +207,30 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 },
             ),
         )
+        if gateway is None:
+            secret: dict[str, Any] = {"api_key": LOCAL_API_KEY, "virtual_key": "vk-local"}
+            base_url, mode = stand_in.url, "virtual key, straight to the stand-in"
+            portkey_line = f"{stand_in.url} (local stand-in)"
+        else:
+            secret = {
+                "api_key": LOCAL_API_KEY,
+                "provider": "openai",
+                "provider_auth": LOCAL_PROVIDER_TOKEN,
+                "custom_host": stand_in.url,
+            }
+            base_url, mode = gateway.url, "provider + provider_auth + custom_host, through the gateway"
+            portkey_line = (
+                f"{gateway.url} (open-source gateway {gateway.version}, log {gateway.log_path})\n"
+                f"custom host   {stand_in.url} (local stand-in)"
+            )
         resources: LocalResources = create_resources(
-            endpoint,
-            {"api_key": LOCAL_API_KEY, "virtual_key": "vk-local"},
-            max_receive_count=args.max_receive_count,
+            endpoint, secret, max_receive_count=args.max_receive_count
         )
-        environment = function_environment(resources, stand_in.url)
+        environment = function_environment(resources, base_url)
         saved_environment = {name: os.environ.get(name) for name in environment}
         os.environ.update(environment)
         out.write(
-            f"moto server   {endpoint}\nPortkey       {stand_in.url} (local stand-in)\n"
+            f"moto server   {endpoint}\nPortkey       {portkey_line}\nmode          {mode}\n"
             f"function log  {args.log_file}\n\n"
         )
         with contextlib.redirect_stdout(log):  # the function's logs and metrics go to the log file
@@ -203,7 +256,9 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             stats = poller.drain(max_seconds=120)
             drained = time.monotonic()
         letters = dead_letters(resources.dlq_url)
-        rows = outcome_rows(sent, letters, stand_in, stats)
+        log.flush()
+        applied = logged_successes(args.log_file) if gateway is not None else None
+        rows = outcome_rows(sent, letters, stand_in, stats, applied)
         out.write(f"Messages ({len(rows)})\n")
         print_table(out, ("message", "body", "outcome", "receives", "reason"), rows)
         out.write(f"\nEventBridge direct invoke (events/eventbridge.json): {direct_error or 'applied'}\n")
@@ -258,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stdout.write("\ninterrupted: everything started was stopped\n")
         return 130
+    except GatewayUnavailable as error:  # --gateway without node or tools/gateway installed
+        sys.stderr.write(f"--gateway: {error}\n")
+        return 2
 
 
 if __name__ == "__main__":

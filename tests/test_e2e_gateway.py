@@ -1,0 +1,250 @@
+"""End to end through the real open-source Portkey gateway (Node, pinned in tools/gateway).
+
+The real handler calls the gateway on loopback; the gateway routes to the Portkey stand-in as a
+custom host. What the gateway 1.9.8 does on this path, and what these tests pin down:
+
+* it strips every ``x-portkey-*`` header (the Portkey API key never reaches the provider) and
+  forwards ``Authorization``, ``OpenAI-Beta``, the path under ``/v1`` and the JSON body;
+* it does not retry by itself unless a config asks for ``retry`` (none here): error statuses,
+  their bodies and ``Retry-After`` pass through, so the retries seen upstream are the handler's.
+
+Needs ``npm ci --prefix tools/gateway``. Without node or the package the tests fail in CI (``CI``
+set) and are skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from mypy_boto3_sqs import SQSClient
+
+from devstack.gateway import GatewayUnavailable, PortkeyGateway
+from devstack.lambda_events import sqs_event
+from devstack.local_aws import create_resources, function_environment
+from devstack.poller import SqsPoller
+from devstack.portkey_standin import PortkeyStandIn, RecordedRequest, Reply
+from tests.conftest import API_KEY, PROVIDER_AUTH, AwsResources, FunctionLogs, Invoker, failed_ids
+
+pytestmark = pytest.mark.e2e
+
+GATEWAY_LOG = Path(__file__).resolve().parent.parent / "build" / "e2e-gateway.log"
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[PortkeyGateway]:
+    """One gateway for the module, stopped at its end (its output: build/e2e-gateway.log)."""
+    server = PortkeyGateway(log_path=GATEWAY_LOG)
+    try:
+        server.start()
+    except GatewayUnavailable as error:
+        if _in_ci():
+            pytest.fail(f"the Portkey gateway is required in CI: {error}", pytrace=False)
+        pytest.skip(str(error))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def portkey() -> Iterator[PortkeyStandIn]:
+    """The upstream as the gateway reaches it: no Portkey API key, only the provider's Bearer token."""
+    with PortkeyStandIn(api_keys=None, auth_tokens={PROVIDER_AUTH}) as server:
+        yield server
+
+
+@pytest.fixture
+def function_env(
+    function_env: dict[str, str], gateway: PortkeyGateway, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The shared environment, with the function pointed at the gateway instead of the stand-in."""
+    monkeypatch.setenv("PORTKEY_BASE_URL", gateway.url)
+    return {**function_env, "PORTKEY_BASE_URL": gateway.url}
+
+
+def custom_host_secret(portkey: PortkeyStandIn) -> dict[str, Any]:
+    return {
+        "api_key": API_KEY,
+        "provider": "openai",
+        "provider_auth": PROVIDER_AUTH,
+        "custom_host": portkey.url,
+    }
+
+
+def wire_body(update: dict[str, Any]) -> bytes:
+    """The update's fields as the handler serialises them."""
+    return json.dumps(update, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def assert_forwarded(request: RecordedRequest, thread_id: str, update: dict[str, Any]) -> None:
+    """What the provider saw: the thread path, the provider token, the beta header, the exact body."""
+    assert request.method == "POST"
+    assert request.path == f"/v1/threads/{thread_id}"
+    assert request.headers["authorization"] == f"Bearer {PROVIDER_AUTH}"
+    assert request.headers["openai-beta"] == "assistants=v2"
+    assert request.headers["content-type"] == "application/json"
+    assert [name for name in request.headers if name.startswith("x-portkey-")] == []
+    assert API_KEY not in json.dumps(request.headers)
+    assert request.body == wire_body(update)
+    assert request.json == update
+
+
+def test_update_is_applied_through_the_gateway_with_provider_auth_and_custom_host(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given the secret routes by provider + provider_auth + custom_host (the stand-in) via the gateway
+    aws.put_secret(custom_host_secret(portkey))
+    update = {"metadata": {"user": "abc", "stage": "e2e"}, "tool_resources": None}
+    event = sqs_event([{"thread_id": "thread_gw_custom", **update}])
+
+    # When the handler processes the batch
+    response = invoke(event)
+
+    # Then the gateway forwarded one POST with the provider token and exactly the update's fields,
+    # and the stored thread holds the update
+    assert response == {"batchItemFailures": []}
+    [request] = portkey.requests
+    assert request.status == 200
+    assert_forwarded(request, "thread_gw_custom", update)
+    stored = portkey.thread("thread_gw_custom")
+    assert stored is not None
+    assert {name: stored[name] for name in update} == update
+    assert aws.dead_letters() == []
+
+
+def test_update_is_applied_through_the_gateway_with_an_inline_config(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given the secret routes by an inline x-portkey-config object (gateway 1.9.8 schema: snake_case)
+    config = {"provider": "openai", "api_key": PROVIDER_AUTH, "custom_host": portkey.url}
+    aws.put_secret({"api_key": API_KEY, "config": config})
+    update = {"tool_resources": {"code_interpreter": {"file_ids": ["file_1", "file_2"]}}}
+    event = sqs_event([{"thread_id": "thread_gw_config", **update}])
+
+    # When the handler processes the batch
+    response = invoke(event)
+
+    # Then the config's api_key reached the provider as its Bearer token, with the exact body
+    assert response == {"batchItemFailures": []}
+    [request] = portkey.requests
+    assert request.status == 200
+    assert_forwarded(request, "thread_gw_config", update)
+    stored = portkey.thread("thread_gw_config")
+    assert stored is not None
+    assert stored["tool_resources"] == update["tool_resources"]
+    assert aws.dead_letters() == []
+
+
+def test_upstream_404_passes_through_and_is_dead_lettered_as_rejected(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given the provider answers 404 for this thread
+    aws.put_secret(custom_host_secret(portkey))
+    message = "No thread found with id 'thread_gw_gone'."
+    portkey.always(
+        "thread_gw_gone",
+        Reply(status=404, body={"error": {"message": message, "type": "invalid_request_error"}}),
+    )
+    event = sqs_event([{"thread_id": "thread_gw_gone", "metadata": {"a": "b"}}])
+
+    # When the update is processed
+    response = invoke(event)
+
+    # Then the gateway passed the 404 and its message through: one attempt, dead-lettered as rejected
+    assert response == {"batchItemFailures": []}
+    assert len(portkey.requests) == 1
+    [letter] = aws.dead_letters()
+    assert letter["category"] == "rejected"
+    assert letter["status"] == 404
+    assert message in letter["error"]
+    assert letter["attempts"] == 1
+    assert letter["payload"] == event["Records"][0]["body"]
+    assert letter["_attributes"] == {"category": "rejected", "status": "404"}
+
+
+def test_upstream_429_with_retry_after_is_retried_by_the_handler_and_applied(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, gateway: PortkeyGateway, logs: FunctionLogs
+) -> None:
+    # Given the provider answers 429 with Retry-After: 1 once, then normally
+    aws.put_secret(custom_host_secret(portkey))
+    portkey.script("thread_gw_busy", Reply(status=429, headers={"Retry-After": "1"}))
+    event = sqs_event([{"thread_id": "thread_gw_busy", "metadata": {"v": "1"}}])
+    message_id = event["Records"][0]["messageId"]
+
+    # When the update is processed
+    response = invoke(event)
+
+    # Then upstream saw the 429 and then a 200, about a second apart: the gateway passed the 429
+    # and its Retry-After through without retrying, and the handler waited and made its 2nd attempt
+    assert response == {"batchItemFailures": []}
+    first, second = portkey.requests
+    assert (first.status, second.status) == (429, 200)
+    assert second.arrived_at - first.arrived_at >= 0.9
+    [success] = [line for line in logs.lines() if line.get("message") == "update success"]
+    assert success["message_id"] == message_id
+    assert success["attempts"] == 2
+    assert success["portkey_trace_id"] == message_id  # the gateway echoes the request's trace id
+    stored = portkey.thread("thread_gw_busy")
+    assert stored is not None
+    assert stored["metadata"] == {"v": "1"}
+    assert aws.dead_letters() == []
+
+
+def test_5xx_storm_is_handed_back_after_the_handlers_attempts(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given the provider answers 503 to every request for one thread
+    aws.put_secret(custom_host_secret(portkey))
+    portkey.always("thread_gw_storm", Reply(status=503))
+    event = sqs_event([{"thread_id": "thread_gw_storm", "metadata": {}}])
+
+    # When the batch is processed
+    response = invoke(event)
+
+    # Then the record goes back to SQS after MAX_ATTEMPTS (3) upstream calls, one per handler
+    # attempt (the gateway adds none), and nothing is dead-lettered by the function
+    assert failed_ids(response) == {event["Records"][0]["messageId"]}
+    assert [request.status for request in portkey.requests] == [503, 503, 503]
+    assert aws.dead_letters() == []
+
+
+def test_5xx_storm_ends_in_the_dlq_through_the_queues_redrive_policy(
+    moto_endpoint: str, portkey: PortkeyStandIn, gateway: PortkeyGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a source queue that redrives to its DLQ after 2 receives, and a provider that always 503s
+    resources = create_resources(
+        moto_endpoint, custom_host_secret(portkey), max_receive_count=2, visibility_timeout_s=1
+    )
+    for name, value in function_environment(resources, gateway.url).items():
+        monkeypatch.setenv(name, value)
+    portkey.always("thread_gw_storm", Reply(status=503))
+    body = json.dumps({"thread_id": "thread_gw_storm", "metadata": {"k": "v"}})
+    sqs: SQSClient = boto3.client("sqs")
+    message_id = sqs.send_message(QueueUrl=resources.queue_url, MessageBody=body)["MessageId"]
+
+    # When the event source mapping stand-in drains the queue through the real handler
+    from handler import lambda_handler
+
+    poller = SqsPoller(resources.queue_url, lambda_handler, window_s=0.2, function_timeout_s=30)
+    stats = poller.drain(max_seconds=60)
+
+    # Then each of the 2 receives made 3 attempts, then SQS moved the raw original body to the DLQ
+    assert stats.handler_errors == []
+    assert stats.receives_by_message == {message_id: 2}
+    assert stats.deleted == 0
+    assert len(portkey.requests_for("thread_gw_storm")) == 6
+    dead = sqs.receive_message(QueueUrl=resources.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=60)
+    [moved] = dead.get("Messages", [])
+    assert moved["MessageId"] == message_id
+    assert moved["Body"] == body
+    assert poller.in_queue() == 0
