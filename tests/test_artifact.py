@@ -1,0 +1,429 @@
+"""The deployable artifact, run by AWS's own runtime interface client in a clean interpreter.
+
+The function is built the way ``sam build`` ships it (``devstack.artifact``), then started as Lambda
+starts it: ``python -m awslambdaric handler.lambda_handler`` with the task root as working
+directory, talking to a local Runtime API (``devstack.runtime_api``). The interpreter sees only the
+stdlib, the artifact and the runtime client, never this virtualenv, so a dependency missing from
+``src/requirements.txt`` or a wrong ``Handler`` fails here as it would on Lambda.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import site
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import pytest
+
+from devstack import artifact
+from devstack.portkey_standin import PortkeyStandIn
+from devstack.runtime_api import InvocationResult, RuntimeApi
+from tests.conftest import AWS_ENV, AwsResources
+
+EVENTS = Path(__file__).resolve().parent.parent / "events"
+HANDLER = "handler.lambda_handler"  # template.yaml: Handler
+FUNCTION_NAME = "portkey-thread-updater-ModifyThreadFunction"
+FUNCTION_ARN = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION_NAME}"
+MEMORY_MB = "256"  # template.yaml: Globals.Function.MemorySize
+INVOKE_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 60.0
+
+
+def load(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return document
+
+
+@pytest.fixture(scope="module")
+def ric_dir() -> Path:
+    """awslambdaric on its own: on Lambda it is part of the runtime, not of the artifact."""
+    return artifact.runtime_interface_client()
+
+
+@pytest.fixture(scope="module")
+def task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The artifact as Lambda unpacks it into /var/task."""
+    return artifact.build_artifact(tmp_path_factory.mktemp("artifact") / "task")
+
+
+def lambda_environment(
+    task_root: Path,
+    ric_dir: Path,
+    *,
+    handler: str = HANDLER,
+    runtime_api: str | None = None,
+    aws_endpoint: str | None = None,
+    function_env: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment Lambda gives the runtime, and nothing from ours (no PYTHON*, proxies, venv)."""
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "TZ": ":UTC",
+        "PYTHONPATH": os.pathsep.join([str(task_root), str(ric_dir)]),
+        "LAMBDA_TASK_ROOT": str(task_root),
+        "LAMBDA_RUNTIME_DIR": str(ric_dir),
+        "_HANDLER": handler,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
+        "AWS_LAMBDA_FUNCTION_NAME": FUNCTION_NAME,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": MEMORY_MB,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{FUNCTION_NAME}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": f"2026/11/25/[$LATEST]{uuid.uuid4().hex}",
+        # template.yaml LoggingConfig: LogFormat JSON, ApplicationLogLevel INFO
+        "AWS_LAMBDA_LOG_FORMAT": "JSON",
+        "AWS_LAMBDA_LOG_LEVEL": "INFO",
+        **AWS_ENV,
+        "AWS_SESSION_TOKEN": "testing",
+    }
+    if runtime_api is not None:
+        env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
+    if aws_endpoint is not None:
+        env["AWS_ENDPOINT_URL"] = aws_endpoint
+    env.update(function_env or {})
+    return env
+
+
+@dataclass
+class LambdaProcess:
+    """One execution environment: the runtime client process and the Runtime API it polls."""
+
+    api: RuntimeApi
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: IO[bytes]
+    watcher: threading.Thread = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Fail waiting invokes as soon as the process ends, instead of at their timeout.
+        self.watcher = threading.Thread(target=self._watch, name="lambda-process-watcher", daemon=True)
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        self.api.runtime_exited(self.process.wait())
+
+    def invoke(self, event: dict[str, Any], timeout_s: float = INVOKE_TIMEOUT_S) -> InvocationResult:
+        return self.api.invoke(event, timeout_s=timeout_s)
+
+    def output(self) -> str:
+        """Everything the runtime wrote to stdout/stderr so far (its CloudWatch log stream)."""
+        self.log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        try:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=STOP_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout=STOP_TIMEOUT_S)
+            self.watcher.join(STOP_TIMEOUT_S)
+        finally:
+            self.api.stop()
+            self.log_file.close()
+
+
+class Launcher(Protocol):
+    def __call__(self, root: Path, handler: str = HANDLER) -> LambdaProcess: ...
+
+
+@pytest.fixture
+def launch(
+    ric_dir: Path, moto_endpoint: str, function_env: dict[str, str], tmp_path: Path
+) -> Iterator[Launcher]:
+    """Start execution environments for an artifact; every one is stopped when the test ends."""
+    started: list[LambdaProcess] = []
+
+    def start(root: Path, handler: str = HANDLER) -> LambdaProcess:
+        api = RuntimeApi(function_arn=FUNCTION_ARN).start()
+        log_path = tmp_path / f"runtime-{len(started)}.log"
+        log_file = log_path.open("wb")
+        try:
+            env = lambda_environment(
+                root,
+                ric_dir,
+                handler=handler,
+                runtime_api=api.address,
+                aws_endpoint=moto_endpoint,
+                function_env=function_env,
+            )
+            process = subprocess.Popen(
+                artifact.isolated_argv("-m", "awslambdaric", handler),
+                cwd=root,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        except BaseException:
+            api.stop()
+            log_file.close()
+            raise
+        environment = LambdaProcess(api, process, log_path, log_file)
+        started.append(environment)
+        return environment
+
+    try:
+        yield start
+    finally:
+        for environment in reversed(started):
+            environment.stop()
+
+
+@pytest.fixture
+def function(launch: Launcher, task_root: Path) -> LambdaProcess:
+    return launch(task_root)
+
+
+def expect_ok(environment: LambdaProcess, result: InvocationResult) -> Any:
+    assert result.ok, f"invocation failed: {result.error}\n--- runtime output ---\n{environment.output()}"
+    return result.payload
+
+
+# --------------------------------------------------------------------------- the Runtime API stand-in
+
+
+def runtime_call(
+    api: RuntimeApi, method: str, path: str, body: Any = None
+) -> tuple[int, dict[str, str], Any]:
+    connection = http.client.HTTPConnection(api.host, api.port, timeout=5)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        connection.request(method, path, payload, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_the_runtime_api_speaks_the_protocol_the_runtime_client_expects() -> None:
+    with RuntimeApi(function_arn=FUNCTION_ARN, next_wait_s=5, result_grace_s=0) as api:
+        outcome: list[InvocationResult] = []
+        invoker = threading.Thread(target=lambda: outcome.append(api.invoke({"n": 1}, timeout_s=5)))
+        invoker.start()
+
+        # /next hands out the queued event with Lambda's headers
+        status, headers, event = runtime_call(api, "GET", "/2018-06-01/runtime/invocation/next")
+        assert (status, event) == (200, {"n": 1})
+        request_id = headers["Lambda-Runtime-Aws-Request-Id"]
+        assert headers["Lambda-Runtime-Invoked-Function-Arn"] == FUNCTION_ARN
+        assert headers["Lambda-Runtime-Trace-Id"].startswith("Root=1-")
+        assert 0 < int(headers["Lambda-Runtime-Deadline-Ms"]) - time.time() * 1000 <= 5000
+
+        # the response completes the invoke; a second answer for the same request is refused
+        response_path = f"/2018-06-01/runtime/invocation/{request_id}/response"
+        assert runtime_call(api, "POST", response_path, {"done": True})[0] == 202
+        invoker.join(5)
+        assert outcome == [
+            InvocationResult(ok=True, payload={"done": True}, error=None, request_id=request_id)
+        ]
+        assert runtime_call(api, "POST", response_path, {"done": False})[0] == 400
+
+        # an event nobody takes times out (bounded) and is withdrawn from the queue
+        with pytest.raises(TimeoutError, match="never taken"):
+            api.invoke({"n": 2}, timeout_s=0.05)
+
+        # an init error fails invocations right away, as Lambda reports it
+        error = {"errorMessage": "boom", "errorType": "Runtime.ImportModuleError", "stackTrace": []}
+        assert runtime_call(api, "POST", "/2018-06-01/runtime/init/error", error)[0] == 202
+        assert api.init_error == error
+        failed = api.invoke({"n": 3}, timeout_s=5)
+        assert (failed.ok, failed.error) == (False, error)
+
+
+# --------------------------------------------------------------------------- isolation
+
+PROBE = """
+import importlib.util, json, sys
+names = sys.argv[1:]
+origins = {}
+for name in names:
+    spec = importlib.util.find_spec(name)
+    origins[name] = None if spec is None else (spec.origin or list(spec.submodule_search_locations or []))
+print(json.dumps({"origins": origins, "path": sys.path, "no_site": sys.flags.no_site}))
+"""
+
+
+def test_the_runtime_interpreter_sees_only_the_artifact_and_the_runtime_client(
+    task_root: Path, ric_dir: Path
+) -> None:
+    # Given the interpreter set-up the function runs with (same flags, environment and directory)
+    not_importable = ["moto", "pytest", "_pytest", "mypy", "hypothesis", "cfnlint", "samtranslator"]
+    not_importable += ["devstack", "tests"]  # this repository's development code
+    from_artifact = ["handler", "thread_updater", "aws_lambda_powertools", "boto3", "botocore", "urllib3"]
+    from_artifact += ["pydantic", "pydantic_core"]
+    from_ric = ["awslambdaric", "runtime_client", "simplejson"]
+
+    # When it reports where each module would come from
+    completed = subprocess.run(
+        artifact.isolated_argv("-c", PROBE, *not_importable, *from_artifact, *from_ric),
+        cwd=task_root,
+        env=lambda_environment(task_root, ric_dir),
+        capture_output=True,
+        text=True,
+        timeout=PROBE_TIMEOUT_S,
+        check=True,
+    )
+    report = json.loads(completed.stdout)
+    origins: dict[str, Any] = report["origins"]
+
+    # Then nothing of the virtualenv (or any other site-packages) is on its path, the function's
+    # code and dependencies come from the artifact and the runtime client from its own directory
+    assert report["no_site"] == 1
+    assert {name: origins[name] for name in not_importable} == dict.fromkeys(not_importable)
+    for name in from_artifact:
+        assert str(origins[name]).startswith(str(task_root)), (name, origins[name])
+    for name in from_ric:
+        assert str(origins[name]).startswith(str(ric_dir)), (name, origins[name])
+    our_site = [*site.getsitepackages(), site.getusersitepackages()]
+    assert not [entry for entry in report["path"] if any(entry.startswith(path) for path in our_site)]
+
+
+def test_the_artifact_has_the_sources_but_no_requirements_file_or_bytecode(task_root: Path) -> None:
+    assert (task_root / "handler.py").read_bytes() == (artifact.SRC / "handler.py").read_bytes()
+    sources = sorted(path.relative_to(artifact.SRC) for path in artifact.SRC.rglob("*.py"))
+    assert sources
+    assert all((task_root / path).is_file() for path in sources)
+    assert not (task_root / "requirements.txt").exists()
+    assert not list((task_root / "thread_updater").rglob("*.pyc"))
+
+
+# --------------------------------------------------------------------------- the event samples
+
+
+def test_sqs_batch_sample(function: LambdaProcess, portkey: PortkeyStandIn, aws: AwsResources) -> None:
+    # Given the SQS sample (two valid updates, three invalid messages)
+    event = load("sqs-batch.json")
+
+    # When Lambda invokes the deployed function with it
+    payload = expect_ok(function, function.invoke(event))
+
+    # Then the valid ones are applied, the invalid ones dead-lettered, nothing is retried
+    assert payload == {"batchItemFailures": []}
+    assert sorted(request.thread_id or "" for request in portkey.requests) == [
+        "thread_abc123",
+        "thread_def456",
+    ]
+    letters = aws.dead_letters()
+    assert sorted(letter["message_id"] for letter in letters) == sorted(
+        record["messageId"] for record in event["Records"][2:]
+    )
+    assert {letter["category"] for letter in letters} == {"validation"}
+
+
+def test_eventbridge_sample(function: LambdaProcess, portkey: PortkeyStandIn) -> None:
+    event = load("eventbridge.json")
+
+    payload = expect_ok(function, function.invoke(event))
+
+    assert payload is None
+    [request] = portkey.requests
+    assert request.thread_id == event["detail"]["thread_id"]
+    assert request.json == {key: value for key, value in event["detail"].items() if key != "thread_id"}
+
+
+def test_eventbridge_via_sqs_sample(
+    function: LambdaProcess, portkey: PortkeyStandIn, aws: AwsResources
+) -> None:
+    event = load("eventbridge-via-sqs.json")
+
+    payload = expect_ok(function, function.invoke(event))
+
+    assert payload == {"batchItemFailures": []}
+    [request] = portkey.requests
+    assert request.status == 200
+    [letter] = aws.dead_letters()
+    assert letter["message_id"] == event["Records"][1]["messageId"]
+    assert letter["payload"] == event["Records"][1]["body"]
+
+
+def test_one_environment_serves_invocations_one_after_another(
+    function: LambdaProcess, portkey: PortkeyStandIn
+) -> None:
+    # Given a warm environment (the first invoke was the cold start)
+    event = load("eventbridge.json")
+    expect_ok(function, function.invoke(event))
+
+    # When it is invoked again
+    result = function.invoke(event)
+
+    # Then the same process answers, and both updates reached Portkey
+    assert expect_ok(function, result) is None
+    assert function.process.poll() is None
+    assert len(portkey.requests) == 2
+    output = function.output()
+    assert result.request_id in output  # the function's JSON logs carry Lambda's request id
+
+
+def test_an_unhandled_error_is_reported_and_the_environment_survives(
+    function: LambdaProcess, portkey: PortkeyStandIn
+) -> None:
+    # Given an event the function does not support
+    result = function.invoke({"hello": "world"})
+
+    # Then the runtime reports the exception as the invocation's error
+    assert not result.ok
+    assert result.error is not None
+    assert result.error["errorType"] == result.error_type == "ValueError", function.output()
+    assert "unsupported event" in result.error["errorMessage"]
+    assert result.error["requestId"] == result.request_id
+
+    # And the same environment goes on serving invocations
+    assert expect_ok(function, function.invoke(load("eventbridge.json"))) is None
+    assert function.process.poll() is None
+    assert len(portkey.requests) == 1
+
+
+# --------------------------------------------------------------------------- broken artifacts
+
+
+def test_a_wrong_handler_name_fails_the_init_phase(
+    launch: Launcher, task_root: Path, portkey: PortkeyStandIn
+) -> None:
+    # Given the artifact started with a typo in the Handler setting
+    environment = launch(task_root, handler="handler.lambda_handlr")
+
+    # When it is invoked
+    result = environment.invoke(load("eventbridge.json"))
+
+    # Then Lambda reports the init failure, the runtime exits, and nothing reached Portkey
+    assert not result.ok
+    assert result.error is not None
+    assert result.error["errorType"] == result.error_type == "Runtime.HandlerNotFound", environment.output()
+    assert environment.api.init_error == result.error
+    assert environment.process.wait(timeout=STOP_TIMEOUT_S) != 0
+    assert portkey.requests == []
+
+
+def test_an_artifact_missing_a_dependency_fails_to_import_its_handler(
+    launch: Launcher, tmp_path: Path, portkey: PortkeyStandIn
+) -> None:
+    # Given an artifact built without urllib3 (as if it were missing from src/requirements.txt)
+    broken = artifact.build_artifact(tmp_path / "broken-task", omit=["urllib3"])
+    assert not (broken / "urllib3").exists()
+
+    # When it is invoked
+    environment = launch(broken)
+    result = environment.invoke(load("eventbridge.json"))
+
+    # Then the handler module cannot be imported, as on Lambda: the venv's urllib3 does not mask it
+    assert not result.ok
+    assert result.error is not None
+    assert result.error["errorType"] == result.error_type == "Runtime.ImportModuleError", environment.output()
+    assert "urllib3" in result.error["errorMessage"]
+    assert environment.process.wait(timeout=STOP_TIMEOUT_S) != 0
+    assert portkey.requests == []
