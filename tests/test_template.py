@@ -139,6 +139,18 @@ _WINDOW = """            MaximumBatchingWindowInSeconds: !If
             id="bad-getatt",
         ),
         pytest.param("Type: EventBridgeRule", "Type: EventBridgeRul", "Event Type is", id="bad-sam-event"),
+        pytest.param(
+            "      Metrics:\n        - Id: rejected404\n",
+            "      MetricName: UpdatesRejectedNotFound\n      Metrics:\n        - Id: rejected404\n",
+            "E3020",
+            id="alarm-metric-and-metric-math",
+        ),
+        pytest.param(
+            '"${SourceQueue.QueueName}", { "label": "visible (waiting)" }',
+            '"${SourceQueue.QueueNam}", { "label": "visible (waiting)" }',
+            "E1019",
+            id="dashboard-bad-getatt",
+        ),
     ],
 )
 def test_validation_rejects_broken_template(tmp_path: Path, old: str, new: str, expected: str) -> None:
@@ -368,6 +380,9 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         "EventBusName": {"Default": "default"},
         "SourceQueueType": {"Default": "standard"},
         "LogLevel": {"Default": "INFO"},
+        "OldestMessageAgeAlarmSeconds": {"Default": 900, "MinValue": 60},
+        "RejectedNotFoundAlarmThreshold": {"Default": 10, "MinValue": 0},
+        "AlarmTopicArn": {"Default": ""},
     }
     assert set(params) == set(expected)
     for name, attributes in expected.items():
@@ -378,6 +393,229 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         params["PortkeySecretArn"]["AllowedPattern"],
         f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:portkey-thread-updater-AbCdEf",
     )
+
+
+# --------------------------------------------------------------------------- alarms / dashboard
+
+NAMESPACE = "PortkeyThreadUpdater"
+SERVICE = "portkey-thread-updater"
+ALARM_ACTIONS = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+# alarm -> (namespace, metric, dimension value of the single-metric alarm, statistic, threshold)
+SINGLE_METRIC_ALARMS: dict[str, tuple[str, str, Any, str, Any]] = {
+    "DeadLetterQueueMessagesAlarm": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]},
+        "Maximum",
+        0,
+    ),
+    "EventBridgeDeliveryDeadLetterQueueMessagesAlarm": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"Fn::GetAtt": ["EventBridgeDeliveryDeadLetterQueue", "QueueName"]},
+        "Maximum",
+        0,
+    ),
+    "AsyncDeadLetterQueueMessagesAlarm": (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+        {"Fn::GetAtt": ["AsyncDeadLetterQueue", "QueueName"]},
+        "Maximum",
+        0,
+    ),
+    "SourceQueueOldestMessageAgeAlarm": (
+        "AWS/SQS",
+        "ApproximateAgeOfOldestMessage",
+        {"Fn::GetAtt": ["SourceQueue", "QueueName"]},
+        "Maximum",
+        {"Ref": "OldestMessageAgeAlarmSeconds"},
+    ),
+    "FunctionErrorsAlarm": ("AWS/Lambda", "Errors", {"Ref": FUNCTION_ID}, "Sum", 0),
+    "FunctionThrottlesAlarm": ("AWS/Lambda", "Throttles", {"Ref": FUNCTION_ID}, "Sum", 0),
+}
+# metric-math alarms: alarm -> (custom metric summed over both sources, threshold)
+SUM_OVER_SOURCES_ALARMS: dict[str, tuple[str, Any]] = {
+    "RejectedNotFoundAlarm": ("UpdatesRejectedNotFound", {"Ref": "RejectedNotFoundAlarmThreshold"}),
+    "ConfigurationErrorsAlarm": ("ConfigurationErrors", 0),
+}
+SUB_REFERENCE = re.compile(r"\$\{([^}!]+)\}")
+
+
+def _alarms(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+
+
+def _description_text(description: Any, params: dict[str, Any]) -> str:
+    """An AlarmDescription as CloudWatch shows it (a !Sub gets the parameters' defaults)."""
+    if isinstance(description, dict):
+        text = description["Fn::Sub"]
+        return SUB_REFERENCE.sub(lambda m: str(params[m.group(1)]["Default"]), text)
+    return str(description)
+
+
+def test_alarm_set_and_actions(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    """Given the alarms, then there is exactly the documented set; each notifies AlarmTopicArn on
+    ALARM and OK only when it is set (Condition HasAlarmTopic), treats missing data as OK,
+    and explains what it means and what to do in an AlarmDescription CloudWatch accepts."""
+    alarms = _alarms(resources)
+    assert set(alarms) == set(SINGLE_METRIC_ALARMS) | set(SUM_OVER_SOURCES_ALARMS)
+    assert template["Conditions"]["HasAlarmTopic"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]
+    }
+    pattern = template["Parameters"]["AlarmTopicArn"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "")
+    assert re.fullmatch(pattern, f"arn:aws:sns:{REGION}:{ACCOUNT}:ops-alerts")
+    assert not re.fullmatch(pattern, f"arn:aws:sqs:{REGION}:{ACCOUNT}:queue")
+    for name, alarm in alarms.items():
+        props = alarm["Properties"]
+        assert props["AlarmActions"] == ALARM_ACTIONS, name
+        assert props["OKActions"] == ALARM_ACTIONS, name
+        assert props["TreatMissingData"] == "notBreaching", name
+        assert props["ComparisonOperator"] == "GreaterThanThreshold", name
+        assert props["EvaluationPeriods"] == 1, name
+        text = _description_text(props["AlarmDescription"], template["Parameters"])
+        assert 150 <= len(text) <= 1024, (name, len(text))
+        assert "${" not in text, name
+    assert alarms["AsyncDeadLetterQueueMessagesAlarm"]["Condition"] == "IsFifo"
+    assert all("Condition" not in a for n, a in alarms.items() if n != "AsyncDeadLetterQueueMessagesAlarm")
+
+
+@pytest.mark.parametrize("name", sorted(SINGLE_METRIC_ALARMS))
+def test_single_metric_alarms(resources: dict[str, Any], name: str) -> None:
+    """Given each queue/function alarm, then it watches the right metric of the right resource
+    with the right statistic and threshold over 5 minutes."""
+    namespace, metric, dimension, statistic, threshold = SINGLE_METRIC_ALARMS[name]
+    props = resources[name]["Properties"]
+    assert (props["Namespace"], props["MetricName"], props["Statistic"]) == (namespace, metric, statistic)
+    key = "QueueName" if namespace == "AWS/SQS" else "FunctionName"
+    assert props["Dimensions"] == [{"Name": key, "Value": dimension}]
+    assert props["Threshold"] == threshold
+    assert props["Period"] == 300
+
+
+@pytest.mark.parametrize("name", sorted(SUM_OVER_SOURCES_ALARMS))
+def test_metric_math_alarms_sum_both_sources(
+    resources: dict[str, Any], function_props: dict[str, Any], name: str
+) -> None:
+    """Given the 404 and configuration-error alarms, then each is a SEARCH-free metric-math alarm
+    summing the function's EMF metric over source=sqs and source=eventbridge (namespace and
+    service as the function emits them), compared with its threshold."""
+    metric, threshold = SUM_OVER_SOURCES_ALARMS[name]
+    props = resources[name]["Properties"]
+    assert not {"MetricName", "Namespace", "Statistic", "Dimensions", "Period"} & set(props)
+    assert props["Threshold"] == threshold
+    (expression,) = [q for q in props["Metrics"] if "Expression" in q]
+    inputs = {q["Id"]: q for q in props["Metrics"] if "MetricStat" in q}
+    assert expression["ReturnData"] is True
+    assert all(q["ReturnData"] is False for q in inputs.values())
+    assert "SEARCH" not in expression["Expression"].upper()
+    assert expression["Expression"] == "SUM([" + ", ".join(f"FILL({i}, 0)" for i in inputs) + "])"
+    variables = function_props["Environment"]["Variables"]
+    sources = set()
+    for query in inputs.values():
+        stat = query["MetricStat"]
+        assert (stat["Stat"], stat["Period"]) == ("Sum", 300)
+        assert stat["Metric"]["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE
+        assert stat["Metric"]["MetricName"] == metric
+        dimensions = {d["Name"]: d["Value"] for d in stat["Metric"]["Dimensions"]}
+        assert dimensions["service"] == variables["POWERTOOLS_SERVICE_NAME"] == SERVICE
+        assert set(dimensions) == {"service", "source"}
+        sources.add(dimensions["source"])
+    assert sources == {"sqs", "eventbridge"}
+
+
+def test_rejected_not_found_alarm(template: dict[str, Any], resources: dict[str, Any]) -> None:
+    """Given the 404 alarm, then it counts UpdatesRejectedNotFound against RejectedNotFoundAlarmThreshold
+    (default 10 per 5 minutes) and tells the operator how to replay after fixing the route."""
+    props = resources["RejectedNotFoundAlarm"]["Properties"]
+    names = {q["MetricStat"]["Metric"]["MetricName"] for q in props["Metrics"] if "MetricStat" in q}
+    assert names == {"UpdatesRejectedNotFound"}
+    assert template["Parameters"]["RejectedNotFoundAlarmThreshold"]["Default"] == 10
+    assert template["Parameters"]["OldestMessageAgeAlarmSeconds"]["Default"] == 900
+    text = _description_text(props["AlarmDescription"], template["Parameters"])
+    assert "More than 10 updates in 5 minutes" in text
+    assert "dlq replay --category rejected --status 404" in text
+
+
+def _substitute(body: str, template: dict[str, Any], resource_ids: set[str]) -> tuple[str, set[str]]:
+    """Replace every ${...} of a !Sub string with a plausible value; returns the text and the names."""
+    params = template["Parameters"]
+    seen: set[str] = set()
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        seen.add(name)
+        if name in params:
+            return str(params[name]["Default"])
+        if name.startswith("AWS::"):
+            return {"AWS::Region": REGION, "AWS::StackName": "stack", "AWS::AccountId": ACCOUNT}[name]
+        assert name.split(".")[0] in resource_ids, f"unknown reference ${{{name}}}"
+        return f"resolved-{name.replace('.', '-')}"
+
+    return SUB_REFERENCE.sub(value, body), seen
+
+
+def _widget_metrics(widget: dict[str, Any]) -> list[tuple[str, str, dict[str, str], dict[str, Any]]]:
+    """(namespace, metric, dimensions, options) of each metric line of a widget (not expressions)."""
+    result = []
+    for line in widget["properties"].get("metrics", []):
+        options = line[-1] if isinstance(line[-1], dict) else {}
+        parts = line[:-1] if isinstance(line[-1], dict) else line
+        if parts:
+            namespace, metric, *dimension_pairs = parts
+            dimensions = dict(zip(dimension_pairs[::2], dimension_pairs[1::2], strict=True))
+            result.append((namespace, metric, dimensions, options))
+    return result
+
+
+def test_dashboard_body_is_valid_json_with_the_operating_views(
+    template: dict[str, Any], resources: dict[str, Any], translated: dict[str, Any]
+) -> None:
+    """Given the dashboard, then its !Sub body is valid JSON once substituted, references only
+    existing resources/parameters (also after SAM translation), fits the 24-column grid, and
+    shows updates applied/dead-lettered/retried, Portkey latency p50/p99, the source queue's
+    depth and oldest age, the DLQ depth, function errors/throttles/duration and the alarms."""
+    dashboard = resources["OperationsDashboard"]
+    assert dashboard["Type"] == "AWS::CloudWatch::Dashboard"
+    body_template = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    body_text, references = _substitute(body_template, template, set(translated["Resources"]))
+    body = json.loads(body_text)
+
+    for widget in body["widgets"]:
+        assert widget["x"] + widget["width"] <= 24
+        if widget["type"] == "metric":
+            assert widget["properties"]["region"] == REGION
+            ids = [o.get("id") for *_, o in _widget_metrics(widget)]
+            for line in widget["properties"]["metrics"]:
+                if isinstance(line[0], dict) and "expression" in line[0]:
+                    used = set(re.findall(r"FILL\((\w+), 0\)", line[0]["expression"]))
+                    assert used, line
+                    assert used <= set(ids), line
+
+    lines = [m for widget in body["widgets"] if widget["type"] == "metric" for m in _widget_metrics(widget)]
+    custom = {(metric, dims["source"]) for namespace, metric, dims, _ in lines if namespace == NAMESPACE}
+    for metric in ("UpdatesApplied", "UpdatesDeadLettered", "UpdatesRetried", "PortkeyLatency"):
+        assert {(metric, "sqs"), (metric, "eventbridge")} <= custom, metric
+    assert all(dims["service"] == SERVICE for ns, _, dims, _ in lines if ns == NAMESPACE)
+    latency_stats = {o.get("stat") for _, metric, _, o in lines if metric == "PortkeyLatency"}
+    assert latency_stats == {"p50", "p99"}
+    source_queue = "resolved-SourceQueue-QueueName"
+    queue_metrics = {(metric, dims.get("QueueName")) for ns, metric, dims, _ in lines if ns == "AWS/SQS"}
+    assert ("ApproximateNumberOfMessagesVisible", source_queue) in queue_metrics
+    assert ("ApproximateAgeOfOldestMessage", source_queue) in queue_metrics
+    assert ("ApproximateNumberOfMessagesVisible", "resolved-DeadLetterQueue-QueueName") in queue_metrics
+    function_metrics = {metric for ns, metric, dims, _ in lines if ns == "AWS/Lambda"}
+    assert function_metrics == {"Errors", "Throttles", "Duration"}
+    assert {dims["FunctionName"] for ns, _, dims, _ in lines if ns == "AWS/Lambda"} == {
+        f"resolved-{FUNCTION_ID}"
+    }
+
+    (alarm_widget,) = [w for w in body["widgets"] if w["type"] == "alarm"]
+    unconditional = {n for n, a in _alarms(resources).items() if "Condition" not in a}
+    assert set(alarm_widget["properties"]["alarms"]) == {f"resolved-{n}-Arn" for n in unconditional}
+    assert {"OldestMessageAgeAlarmSeconds", "RejectedNotFoundAlarmThreshold", "AWS::Region"} <= references
+    assert "OperationsDashboard" in translated["Resources"]
+    assert _alarms(translated["Resources"]).keys() == _alarms(resources).keys()
 
 
 def test_outputs_present(template: dict[str, Any]) -> None:
