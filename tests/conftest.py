@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -16,11 +15,11 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from mypy_boto3_secretsmanager import SecretsManagerClient
 from mypy_boto3_sqs import SQSClient
 
 from devstack.lambda_events import LocalContext
+from devstack.local_aws import LOCAL_AWS_ENV, moto_server
 from devstack.portkey_standin import PortkeyStandIn
 
 API_KEY = "pk-live-api-key-0f9e8d7c6b5a"
@@ -29,32 +28,16 @@ PROVIDER_AUTH = "sk-provider-secret-9z8y7x6w"
 CONFIG_ID = "pc-config-secret-5566"
 SECRET_VALUES = (API_KEY, VIRTUAL_KEY, PROVIDER_AUTH, CONFIG_ID)
 DEFAULT_SECRET: dict[str, Any] = {"api_key": API_KEY, "virtual_key": VIRTUAL_KEY}
-AWS_ENV = {
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-}
+AWS_ENV = LOCAL_AWS_ENV
+
+pytest.register_assert_rewrite("tests.samples")
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """One moto server for the session; tests isolate themselves with unique resource names."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    saved = {name: os.environ.get(name) for name in [*AWS_ENV, "AWS_ENDPOINT_URL"]}
-    os.environ.update({**AWS_ENV, "AWS_ENDPOINT_URL": endpoint})
-    try:
+    with moto_server() as endpoint:
         yield endpoint
-    finally:
-        server.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @dataclass

@@ -29,8 +29,8 @@ from devstack import artifact
 from devstack.portkey_standin import PortkeyStandIn
 from devstack.runtime_api import InvocationResult, RuntimeApi
 from tests.conftest import AWS_ENV, AwsResources
+from tests.samples import check_eventbridge, check_eventbridge_via_sqs, check_sqs_batch, load
 
-EVENTS = Path(__file__).resolve().parent.parent / "events"
 HANDLER = "handler.lambda_handler"  # template.yaml: Handler
 FUNCTION_NAME = "portkey-thread-updater-ModifyThreadFunction"
 FUNCTION_ARN = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION_NAME}"
@@ -38,11 +38,6 @@ MEMORY_MB = "256"  # template.yaml: Globals.Function.MemorySize
 INVOKE_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 60.0
-
-
-def load(name: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((EVENTS / name).read_text())
-    return document
 
 
 @pytest.fixture(scope="module")
@@ -309,46 +304,20 @@ def test_sqs_batch_sample(function: LambdaProcess, portkey: PortkeyStandIn, aws:
     # Given the SQS sample (two valid updates, three invalid messages)
     event = load("sqs-batch.json")
 
-    # When Lambda invokes the deployed function with it
-    payload = expect_ok(function, function.invoke(event))
-
-    # Then the valid ones are applied, the invalid ones dead-lettered, nothing is retried
-    assert payload == {"batchItemFailures": []}
-    assert sorted(request.thread_id or "" for request in portkey.requests) == [
-        "thread_abc123",
-        "thread_def456",
-    ]
-    letters = aws.dead_letters()
-    assert sorted(letter["message_id"] for letter in letters) == sorted(
-        record["messageId"] for record in event["Records"][2:]
-    )
-    assert {letter["category"] for letter in letters} == {"validation"}
+    # When Lambda invokes the deployed function with it, Then it behaves as the in-process handler does
+    check_sqs_batch(event, expect_ok(function, function.invoke(event)), portkey, aws)
 
 
 def test_eventbridge_sample(function: LambdaProcess, portkey: PortkeyStandIn) -> None:
     event = load("eventbridge.json")
-
-    payload = expect_ok(function, function.invoke(event))
-
-    assert payload is None
-    [request] = portkey.requests
-    assert request.thread_id == event["detail"]["thread_id"]
-    assert request.json == {key: value for key, value in event["detail"].items() if key != "thread_id"}
+    check_eventbridge(event, expect_ok(function, function.invoke(event)), portkey)
 
 
 def test_eventbridge_via_sqs_sample(
     function: LambdaProcess, portkey: PortkeyStandIn, aws: AwsResources
 ) -> None:
     event = load("eventbridge-via-sqs.json")
-
-    payload = expect_ok(function, function.invoke(event))
-
-    assert payload == {"batchItemFailures": []}
-    [request] = portkey.requests
-    assert request.status == 200
-    [letter] = aws.dead_letters()
-    assert letter["message_id"] == event["Records"][1]["messageId"]
-    assert letter["payload"] == event["Records"][1]["body"]
+    check_eventbridge_via_sqs(event, expect_ok(function, function.invoke(event)), portkey, aws)
 
 
 def test_one_environment_serves_invocations_one_after_another(
