@@ -64,3 +64,23 @@ def test_mixed_batch_emits_the_right_counts(
     assert sum(values["RetryAfterWaits"]) == 2
     assert len(values["PortkeyLatency"]) == 4  # one per update that reached Portkey
     assert all(latency >= 0 for latency in values["PortkeyLatency"])
+
+
+def test_a_large_batch_flushes_one_document_with_sampled_latency(
+    invoke: Invoker, portkey: PortkeyStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given 250 updates that all reach Portkey
+    event = sqs_event([{"thread_id": f"thread_{index}"} for index in range(250)])
+    capsys.readouterr()
+
+    # When they are processed
+    invoke(event)
+
+    # Then one EMF document carries the counts and at most 99 latency samples, and nothing warns
+    captured = capsys.readouterr()
+    documents = [document for document in emf_documents(captured.out) if "source" in document]
+    assert len(documents) == 1
+    values = totals(documents)
+    assert values["UpdatesApplied"] == [250.0]
+    assert 1 <= len(values["PortkeyLatency"]) <= 99
+    assert "No application metrics" not in captured.err

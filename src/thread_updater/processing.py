@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -152,11 +152,11 @@ class UpdateProcessor:
         """
         outcomes: list[Outcome | None] = [None] * len(jobs)
         lanes = _lanes(jobs)
-        next_lane = _locked(iter(lanes))
+        next_lane = lane_puller(lanes)
         stop = _BatchStop()
 
         def work() -> None:
-            for lane in next_lane:
+            while (lane := next_lane()) is not None:
                 self._run_lane(jobs, lane, outcomes, stop, deadline)
 
         futures = [self._executor.submit(work) for _ in range(min(self._workers, len(lanes)))]
@@ -208,18 +208,17 @@ class _BatchStop:
     error: ConfigurationError | None = None
 
 
-def _locked(iterator: Iterator[list[int]]) -> Iterator[list[int]]:
+def lane_puller(lanes: list[list[int]]) -> Callable[[], list[int] | None]:
+    """A thread-safe ``next()`` over the lanes (a generator shared by threads is not: it raises
+    "generator already executing" when two workers resume it at once)."""
+    iterator = iter(lanes)
     lock = threading.Lock()
 
-    def pull() -> Iterator[list[int]]:
-        while True:
-            with lock:
-                lane = next(iterator, None)
-            if lane is None:
-                return
-            yield lane
+    def pull() -> list[int] | None:
+        with lock:
+            return next(iterator, None)
 
-    return pull()
+    return pull
 
 
 def _lanes(jobs: Sequence[Job]) -> list[list[int]]:
@@ -269,9 +268,19 @@ def _log(outcome: Outcome) -> None:
     _LOG_LEVEL[outcome.result](f"update {outcome.result.value}", extra=fields)
 
 
+# EMF holds at most 100 values per metric and Powertools flushes early when one reaches 100, which
+# would leave the handler's final flush empty (a warning in every log). Latency is therefore sampled.
+LATENCY_SAMPLES = 99
+
+
 def record_metrics(outcomes: Sequence[Outcome], source: Source) -> None:
-    """Per-invocation counts (EMF, flushed by the handler's ``log_metrics``)."""
+    """Per-invocation counts and up to ``LATENCY_SAMPLES`` evenly spread latency values (EMF, flushed
+    once by the handler's ``log_metrics``)."""
     metrics.add_dimension(name="source", value=source)
+    latencies = [outcome.latency_ms for outcome in outcomes if outcome.latency_ms is not None]
+    step = max(1, -(-len(latencies) // LATENCY_SAMPLES))  # ceiling division
+    for latency in latencies[::step]:
+        metrics.add_metric(name="PortkeyLatency", unit="Milliseconds", value=latency)
     counts = dict.fromkeys(Result, 0)
     for outcome in outcomes:
         counts[outcome.result] += 1
@@ -283,9 +292,6 @@ def record_metrics(outcomes: Sequence[Outcome], source: Source) -> None:
     metrics.add_metric(name="UpdatesRejectedNotFound", unit="Count", value=not_found)
     waits = sum(outcome.retry_after_waits for outcome in outcomes)
     metrics.add_metric(name="RetryAfterWaits", unit="Count", value=waits)
-    for outcome in outcomes:
-        if outcome.latency_ms is not None:
-            metrics.add_metric(name="PortkeyLatency", unit="Milliseconds", value=outcome.latency_ms)
 
 
 def sqs_job(record: object) -> Job:
