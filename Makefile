@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv gateway test lint typecheck validate unit run clean
+.PHONY: venv gateway test lint typecheck validate unit run bench clean
 
 venv: $(STAMP)
 
@@ -40,6 +40,11 @@ test: lint typecheck validate unit
 
 run: venv
 	$(BIN)/python -m devstack.run $(ARGS)
+
+# Not part of `make test`: installs the benchmark-only extras (Portkey SDK, matplotlib), then runs it.
+bench: venv
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python -m bench.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .aws-sam build

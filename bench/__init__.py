@@ -1,0 +1,1 @@
+"""Benchmarks (``python -m bench.run``); not part of the test suite."""
