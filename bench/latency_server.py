@@ -27,10 +27,12 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
+
+from devstack.loopback_http import LoopbackHTTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 15.0
@@ -60,28 +62,13 @@ class _State:
             }
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(LoopbackHTTPServer):
     request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], state: _State, prefix: str) -> None:
         self.state = state
         self.prefix = prefix.rstrip("/")
         super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), which can stall on reverse DNS.
-        import socketserver
-
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], OSError):  # clients hanging up is normal
-            super().handle_error(request, client_address)
 
     def close_connections(self) -> None:
         with self.state.lock:

@@ -24,16 +24,17 @@ import contextlib
 import json
 import re
 import secrets
-import socketserver
 import threading
 import time
 import traceback
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
+
+from devstack.loopback_http import LoopbackHTTPServer
 
 __all__ = ["DEFAULT_FUNCTION_ARN", "InvocationResult", "RuntimeApi"]
 
@@ -98,20 +99,12 @@ def _decode(body: bytes) -> Any:
         return body
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Server(LoopbackHTTPServer):
     request_queue_size = 64
     api: RuntimeApi
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), which can stall on reverse DNS.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
     def handle_error(self, request: Any, client_address: Any) -> None:
-        """Keep it (e.g. a runtime killed mid-request) instead of printing to stderr."""
+        """Keep every error (e.g. a runtime killed mid-request) instead of printing to stderr."""
         self.api._note_error(traceback.format_exc())
 
 
