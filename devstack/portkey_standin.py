@@ -104,13 +104,15 @@ class Reply:
     delay: float = 0.0
     drop: DropMode | None = None
     apply: bool | None = None
+    drip: float = 0.0
+    """Seconds between body bytes: a server that answers, but too slowly to ever finish in time."""
 
     def __post_init__(self) -> None:
         """Reject impossible replies early, in the test that builds them."""
         if not 100 <= self.status <= 599:
             raise ValueError(f"status must be 100..599, got {self.status}")
-        if self.delay < 0:
-            raise ValueError(f"delay must be >= 0, got {self.delay}")
+        if self.delay < 0 or self.drip < 0:
+            raise ValueError(f"delay and drip must be >= 0, got {self.delay}, {self.drip}")
         if self.drop not in (None, "before_response", "mid_response"):
             raise ValueError(f"drop must be None, 'before_response' or 'mid_response', got {self.drop!r}")
         if self.body is not None and not isinstance(self.body, bytes | str | dict):
@@ -826,7 +828,7 @@ class PortkeyStandIn:
         if not self._wait_for_release(reply):
             handler.close_connection = True  # stopping: drop it
             return
-        self._write(handler, exchange, self._scripted(reply, exchange), drop=reply.drop)
+        self._write(handler, exchange, self._scripted(reply, exchange), drop=reply.drop, drip=reply.drip)
 
     def _wait_for_release(self, reply: Reply) -> bool:
         """Honour ``hold`` and ``delay``; False when stop() interrupted the wait."""
@@ -974,6 +976,7 @@ class PortkeyStandIn:
         answer: _Answer,
         *,
         drop: DropMode | None = None,
+        drip: float = 0.0,
     ) -> None:
         """Send ``answer`` (or part of it, or nothing), recording it just before the first byte."""
         if drop == "before_response":
@@ -1002,6 +1005,14 @@ class PortkeyStandIn:
             handler.send_header("Content-Length", str(len(answer.body)))
             self._finish(exchange, answer.status)
             handler.end_headers()
+            if drip > 0:
+                for index in range(len(answer.body)):
+                    handler.wfile.write(answer.body[index : index + 1])
+                    handler.wfile.flush()
+                    if self._stopping.wait(drip):
+                        handler.close_connection = True
+                        return
+                return
             handler.wfile.write(answer.body)
         except OSError:
             handler.close_connection = True

@@ -185,3 +185,23 @@ def test_thousand_record_batch_reports_exactly_the_failures(
             stored = portkey.thread(thread_id)
             assert stored is not None
             assert stored["metadata"] == {"n": str(index + 750)}
+
+
+def test_fifo_invalid_message_after_a_failure_stays_with_its_group(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a FIFO group whose first update fails transiently and whose second message is invalid
+    monkeypatch.setenv("MAX_ATTEMPTS", "1")
+    portkey.script("thread_1", Reply(status=503))
+    event = sqs_event(
+        [{"thread_id": "thread_1"}, "not json", {"thread_id": "thread_2"}], group_ids=["g1", "g1", "g2"]
+    )
+
+    # When the batch is processed
+    response = invoke(event)
+
+    # Then the invalid message goes back with its group (to be dead-lettered once, in order, on redelivery)
+    # instead of being dead-lettered now and also reported as a failure by the FIFO processor
+    assert failed_ids(response) == ids(event, 0, 1)
+    assert aws.dead_letters() == []
+    assert len(portkey.requests_for("thread_2")) == 1

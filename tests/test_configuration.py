@@ -225,3 +225,17 @@ def test_no_secret_value_appears_in_any_output(
     assert "update dead_lettered" in everything  # the scan really saw the outcomes
     for value in (*SECRET_VALUES, json.dumps({"provider": "azure-openai", "api_key": PROVIDER_AUTH})):
         assert value not in everything
+
+
+def test_eventbridge_configuration_error_is_logged_and_counted(
+    invoke: Invoker, aws: AwsResources, logs: FunctionLogs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a secret without a routing mode
+    aws.put_secret({"api_key": API_KEY})
+
+    # When an EventBridge event arrives, Then the invocation fails loudly: an ERROR line and the metric
+    with pytest.raises(ConfigurationError, match="no routing mode"):
+        invoke(eventbridge_event({"thread_id": "t1"}))
+    assert any(line["level"] == "ERROR" and "configuration error" in line["message"] for line in logs.lines())
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    assert any(document.get("ConfigurationErrors") == [1.0] for document in emf)

@@ -95,7 +95,8 @@ def test_repr_never_shows_header_values() -> None:
         ({"api_key": KEY, "provider": "@slug", "provider_auth": "sk-1", "virtual_key": "v"}, "mix"),
         ({"api_key": "", "virtual_key": "vk-1"}, "'api_key' must be a non-empty string"),
         ({"api_key": 42, "virtual_key": "vk-1"}, "'api_key' must be a non-empty string"),
-        ({"api_key": KEY, "virtual_key": "vk\r\nX-Evil: 1"}, "control characters"),
+        ({"api_key": KEY, "virtual_key": "vk\r\nX-Evil: 1"}, "'virtual_key' must be printable ASCII"),
+        ({"api_key": "pk-curly\u2019quote", "virtual_key": "vk-1"}, "'api_key' must be printable ASCII"),
         ({"api_key": KEY, "config": {}}, "'config' object is empty"),
         (["not", "an", "object"], "must be a JSON object"),
     ],
@@ -103,5 +104,5 @@ def test_repr_never_shows_header_values() -> None:
 def test_invalid_secrets_are_configuration_errors_without_values(secret: Any, problem: str) -> None:
     with pytest.raises(ConfigurationError, match=problem) as caught:
         credentials_from_secret(secret)
-    for value in (KEY, "vk-1", "sk-1", "pc-1", "vk\r\nX-Evil: 1"):
+    for value in (KEY, "vk-1", "sk-1", "pc-1", "vk\r\nX-Evil: 1", "pk-curly\u2019quote", "\u2019"):
         assert value not in str(caught.value)

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -126,7 +127,7 @@ class Dlq:
             attempts=1,
             failed_at=failed_at,
         )
-        self.sender.send(letter)
+        self.sender.send(letter, deadline=time.monotonic() + 60)
 
     def redriven(self, body: str) -> None:
         """A raw body moved by the source queue's redrive policy (maxReceiveCount 1)."""

@@ -365,3 +365,43 @@ def test_eventbridge_event_with_a_lone_surrogate_is_dead_lettered_not_crashed(
     [letter] = aws.dead_letters()
     assert letter["category"] == "validation"
     assert json.loads(letter["payload"]) == event
+
+
+def test_an_answer_trickling_past_the_deadline_is_cut_off(invoke: Invoker, portkey: PortkeyStandIn) -> None:
+    # Given Portkey sends its headers at once but the body one byte every half second, for ever
+    portkey.always("thread_drip", Reply(drip=0.5))
+    event = sqs_event([{"thread_id": "thread_drip"}])
+
+    # When the update is processed with 4 s left (deadline 3.5 s)
+    response = invoke(event, timeout_s=4)
+
+    # Then the attempt is abandoned at the deadline and the update handed back (the per-read timeout
+    # alone would have waited for the whole body), without another attempt past the deadline
+    assert failed_ids(response) == {event["Records"][0]["messageId"]}
+    assert portkey.arrived == 1
+
+
+def test_an_absurd_retry_after_date_falls_back_to_backoff(invoke: Invoker, portkey: PortkeyStandIn) -> None:
+    # Given a 503 whose Retry-After date cannot be represented, then success
+    portkey.script("thread_x", Reply(status=503, headers={"Retry-After": "1 Dec 00:00:00 99999 31 Dec Dec"}))
+
+    # When the update is processed
+    response = invoke(sqs_event([{"thread_id": "thread_x"}]))
+
+    # Then the retry still happens (with ordinary backoff) and applies it
+    assert response == {"batchItemFailures": []}
+    assert [request.status for request in portkey.requests] == [503, 200]
+
+
+def test_no_dead_letter_is_started_without_time_to_finish_it(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources
+) -> None:
+    # Given an invalid message and an invocation with only 5 s left (less than one bounded SQS call)
+    event = sqs_event(["not json"])
+
+    # When it is processed
+    response = invoke(event, timeout_s=5)
+
+    # Then it is handed back (to be dead-lettered by a later invocation) rather than risk the timeout
+    assert failed_ids(response) == {event["Records"][0]["messageId"]}
+    assert aws.dead_letters() == []

@@ -293,15 +293,27 @@ def test_source_queue_redrives_to_dlq(resources: dict[str, Any]) -> None:
     assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
 
 
+def test_base_url_parameter_requires_https(template: dict[str, Any]) -> None:
+    pattern = re.compile(template["Parameters"]["PortkeyBaseUrl"]["AllowedPattern"])
+    assert pattern.match("https://api.portkey.ai/v1")
+    assert not pattern.match("http://gateway.internal:8787/v1")
+
+
 def test_fifo_mode_switches_both_queues(template: dict[str, Any], resources: dict[str, Any]) -> None:
-    """Given SourceQueueType=fifo, then the source queue and its DLQ both become named
-    .fifo queues with content-based deduplication; otherwise they stay unnamed standard queues."""
+    """Given SourceQueueType=fifo, then the source queue and its DLQ both become named .fifo queues
+    (the source without content-based deduplication: identical updates A, B, A must all arrive);
+    otherwise they stay unnamed standard queues."""
     assert template["Parameters"]["SourceQueueType"]["AllowedValues"] == ["standard", "fifo"]
     assert template["Conditions"]["IsFifo"] == {"Fn::Equals": [{"Ref": "SourceQueueType"}, "fifo"]}
-    for logical_id, suffix in (("SourceQueue", "-updates.fifo"), ("DeadLetterQueue", "-dlq.fifo")):
+    for logical_id, suffix, content_dedup in (
+        ("SourceQueue", "-updates.fifo", False),
+        ("DeadLetterQueue", "-dlq.fifo", True),
+    ):
         props = resources[logical_id]["Properties"]
         assert props["FifoQueue"] == {"Fn::If": ["IsFifo", True, {"Ref": "AWS::NoValue"}]}
-        assert props["ContentBasedDeduplication"] == {"Fn::If": ["IsFifo", True, {"Ref": "AWS::NoValue"}]}
+        assert props["ContentBasedDeduplication"] == {
+            "Fn::If": ["IsFifo", content_dedup, {"Ref": "AWS::NoValue"}]
+        }
         assert props["QueueName"] == {
             "Fn::If": ["IsFifo", {"Fn::Sub": "${AWS::StackName}" + suffix}, {"Ref": "AWS::NoValue"}]
         }

@@ -20,7 +20,6 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from thread_updater.credentials import CredentialStore
 from thread_updater.deadletter import DeadLetterQueue
 from thread_updater.errors import ConfigurationError
-from thread_updater.observability import logger, metrics
 from thread_updater.portkey import PortkeyClient, create_pool
 from thread_updater.processing import (
     Outcome,
@@ -28,6 +27,7 @@ from thread_updater.processing import (
     UpdateProcessor,
     eventbridge_job,
     record_metrics,
+    report_configuration_error,
     sqs_job,
 )
 from thread_updater.settings import Settings, load_settings
@@ -103,10 +103,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str
     try:
         runtime = current_runtime()
     except ConfigurationError as error:
-        logger.error(
-            "configuration error: the whole batch goes back to the queue", extra={"error": str(error)}
-        )
-        metrics.add_metric(name="ConfigurationErrors", unit="Count", value=1)
+        report_configuration_error(error, "the whole batch goes back to the queue")
         outcomes = [Outcome(Result.RETRY, job.message_id, None, error=str(error)) for job in jobs]
     else:
         outcomes = runtime.processor.process_batch(jobs, invocation_deadline(context))
@@ -131,8 +128,12 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str
 
 def handle_eventbridge(event: Mapping[str, Any], context: LambdaContextLike) -> None:
     job = eventbridge_job(event)
-    runtime = current_runtime()  # a ConfigurationError fails the invocation: Lambda retries it
-    outcome = runtime.processor.process(job, invocation_deadline(context))
+    try:
+        runtime = current_runtime()
+        outcome = runtime.processor.process(job, invocation_deadline(context))
+    except ConfigurationError as error:  # fail the invocation (Lambda retries it), loudly
+        report_configuration_error(error, "the invocation fails and Lambda retries it")
+        raise
     record_metrics([outcome], "eventbridge")
     if outcome.result is Result.RETRY:
         raise UpdateNotApplied(f"update {job.message_id} not applied: {outcome.error}")

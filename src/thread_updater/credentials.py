@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from thread_updater.aws import bounded_config
 from thread_updater.errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -41,8 +42,8 @@ def _text(secret: Mapping[str, Any], key: str) -> str:
     value = secret[key]
     if not isinstance(value, str) or not value.strip():
         raise ConfigurationError(f"Portkey secret: {key!r} must be a non-empty string")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
-        raise ConfigurationError(f"Portkey secret: {key!r} contains control characters")
+    if not (value.isascii() and value.isprintable()):  # header values: no CR/LF injection, no non-ASCII
+        raise ConfigurationError(f"Portkey secret: {key!r} must be printable ASCII")
     return value
 
 
@@ -127,13 +128,9 @@ class CredentialStore:
             GetParameterError,
             TransformParameterError,
         )
-        from botocore.config import Config
 
         if self._provider is None:
-            config = Config(
-                connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
-            )
-            self._provider = SecretsProvider(boto_config=config)
+            self._provider = SecretsProvider(boto_config=bounded_config())
         try:
             secret = self._provider.get(
                 self._secret_id, transform="json", max_age=self._max_age_s, force_fetch=force

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
+from thread_updater.aws import WORST_CASE_CALL_S, bounded_config
 from thread_updater.errors import DeadLetterError
 
 if TYPE_CHECKING:
@@ -58,17 +60,17 @@ class DeadLetterQueue:
         with self._lock:  # boto3 client creation is not thread-safe; the client itself is
             if self._client is None:
                 import boto3
-                from botocore.config import Config
 
-                config = Config(
-                    connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 3}
-                )
-                self._client = boto3.session.Session().client("sqs", config=config)
+                self._client = boto3.session.Session().client("sqs", config=bounded_config())
             return self._client
 
-    def send(self, letter: DeadLetter) -> None:
-        """Raises DeadLetterError when SQS does not take the message (the record is then retried)."""
+    def send(self, letter: DeadLetter, deadline: float) -> None:
+        """Raises DeadLetterError when SQS does not take the message, or when a send might not finish
+        before ``deadline`` (a ``time.monotonic()`` value); the record is then handed back."""
         from botocore.exceptions import BotoCoreError, ClientError
+
+        if deadline - time.monotonic() < WORST_CASE_CALL_S:
+            raise DeadLetterError("not enough time left in this invocation to dead-letter safely")
 
         attributes: dict[str, MessageAttributeValueTypeDef] = {
             "category": {"DataType": "String", "StringValue": letter.category.value}

@@ -34,6 +34,14 @@ _TRACE_ID_SAFE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _RETRY_AFTER = Retry(total=0)  # only used for its Retry-After parser
 
 
+BODY_CHUNK = 64 * 1024
+MAX_BODY_BYTES = 1024 * 1024  # a Thread object is a few hundred bytes; anything this big is not one
+
+
+class AnswerTooSlowError(HTTPError):
+    """The answer did not finish arriving before the deadline (or was absurdly large): transient."""
+
+
 class CallResult(StrEnum):
     APPLIED = "applied"
     REJECTED = "rejected"  # permanent: a 4xx the request itself caused
@@ -109,16 +117,40 @@ class PortkeyClient:
         return f"{self._base_url}/threads/{quote(thread_id, safe='')}"
 
     def _post(self, url: str, body: bytes, headers: dict[str, str], deadline: float) -> _Answer:
+        """One attempt, never past ``deadline``.
+
+        urllib3's read timeout bounds each socket read, not the whole answer, so a server that
+        trickles its body could hold us past the deadline: the body is read in pieces and the
+        connection dropped once the deadline passes.
+        """
         remaining = deadline - time.monotonic()
         timeout = urllib3.Timeout(
-            connect=min(self._connect_timeout_s, remaining), read=min(self._read_timeout_s, remaining)
+            total=remaining,
+            connect=min(self._connect_timeout_s, remaining),
+            read=min(self._read_timeout_s, remaining),
         )
         response = self._pool.request(
-            "POST", url, body=body, headers=headers, timeout=timeout, redirect=False, retries=False
+            "POST",
+            url,
+            body=body,
+            headers=headers,
+            timeout=timeout,
+            redirect=False,
+            retries=False,
+            preload_content=False,
         )
+        data = bytearray()
+        try:
+            while chunk := response.read1(BODY_CHUNK):
+                data += chunk
+                if time.monotonic() > deadline or len(data) > MAX_BODY_BYTES:
+                    response.close()  # this connection must not go back to the pool half-read
+                    raise AnswerTooSlowError(f"answer not complete by the deadline ({len(data)} bytes read)")
+        finally:
+            response.release_conn()
         return _Answer(
             status=response.status,
-            data=response.data,
+            data=bytes(data),
             trace_id=response.headers.get("x-portkey-trace-id"),
             retry_after=response.headers.get("Retry-After"),
         )
@@ -228,7 +260,7 @@ class PortkeyClient:
         if retry_after is not None:
             try:
                 return _RETRY_AFTER.parse_retry_after(retry_after), 1
-            except InvalidHeader:
+            except (InvalidHeader, ValueError, OverflowError):  # unparsable or absurd dates: back off
                 pass
         ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
         return random.uniform(0, ceiling), 0  # noqa: S311 - jitter, not cryptography

@@ -80,20 +80,22 @@ class UpdateProcessor:
         started = time.monotonic()
         if job.update is None:
             outcome = self._dead_letter(
-                job, Category.VALIDATION, job.invalid_reason or "invalid", None, 0, None
+                job, Category.VALIDATION, job.invalid_reason or "invalid", None, 0, None, deadline
             )
         else:
             call = self._client.modify_thread(
                 job.update.thread_id, job.update.request_body(), trace_id=job.message_id, deadline=deadline
             )
             outcome = replace(
-                self._settle(job, call), latency_ms=call.latency_ms, retry_after_waits=call.retry_after_waits
+                self._settle(job, call, deadline),
+                latency_ms=call.latency_ms,
+                retry_after_waits=call.retry_after_waits,
             )
         outcome = replace(outcome, duration_ms=round((time.monotonic() - started) * 1000, 1))
         _log(outcome)
         return outcome
 
-    def _settle(self, job: Job, call: CallOutcome) -> Outcome:
+    def _settle(self, job: Job, call: CallOutcome, deadline: float) -> Outcome:
         thread_id = job.update.thread_id if job.update else None
         if call.result is CallResult.APPLIED:
             return Outcome(
@@ -101,7 +103,7 @@ class UpdateProcessor:
             )
         if call.result is CallResult.REJECTED:
             return self._dead_letter(
-                job, Category.REJECTED, call.error or "", call.status, call.attempts, call.trace_id
+                job, Category.REJECTED, call.error or "", call.status, call.attempts, call.trace_id, deadline
             )
         return Outcome(
             Result.RETRY,
@@ -121,13 +123,14 @@ class UpdateProcessor:
         status: int | None,
         attempts: int,
         trace_id: str | None,
+        deadline: float,
     ) -> Outcome:
         thread_id = job.update.thread_id if job.update else None
         letter = DeadLetter(
             category, error, status, thread_id, job.source, job.message_id, job.payload, attempts
         )
         try:
-            self._dead_letters.send(letter)
+            self._dead_letters.send(letter, deadline)
         except DeadLetterError as failure:
             return Outcome(
                 Result.RETRY,
@@ -163,11 +166,7 @@ class UpdateProcessor:
         for future in futures:
             future.result()
         if stop.error is not None:
-            logger.error(
-                "configuration error: unfinished updates go back to the queue",
-                extra={"error": str(stop.error)},
-            )
-            metrics.add_metric(name="ConfigurationErrors", unit="Count", value=1)
+            report_configuration_error(stop.error, "unfinished updates go back to the queue")
         return [outcome for outcome in outcomes if outcome is not None]
 
     def _run_lane(
@@ -199,6 +198,12 @@ class UpdateProcessor:
             if outcome.result is Result.RETRY:
                 blocked_by = outcome.message_id
             outcomes[index] = outcome
+
+
+def report_configuration_error(error: ConfigurationError, consequence: str) -> None:
+    """One ERROR line naming the problem (never a secret value) and the ConfigurationErrors metric."""
+    logger.error(f"configuration error: {consequence}", extra={"error": str(error)})
+    metrics.add_metric(name="ConfigurationErrors", unit="Count", value=1)
 
 
 @dataclass
@@ -303,23 +308,22 @@ def sqs_job(record: object) -> Job:
     message_id = str(record.get("messageId") or "")
     raw_body = record.get("body")
     payload = raw_body if isinstance(raw_body, str) else json.dumps(raw_body, default=str)
+    # On a FIFO queue the message group is the lane, for invalid messages too: Powertools' FIFO
+    # processor skips the rest of a group after a failure, so our lanes must agree on the groups.
+    attributes = record.get("attributes")
+    group_id = attributes.get("MessageGroupId") if isinstance(attributes, Mapping) else None
+    group_lane = f"group:{group_id}" if isinstance(group_id, str) and group_id else None
     try:
-        envelope = UpdateSqsRecord.model_validate(record)
-    except ValidationError as error:
-        return Job(
-            message_id,
-            "sqs",
-            payload,
-            None,
-            invalid_reason=f"malformed SQS record: {describe_validation_error(error)}",
-        )
-    group_id = envelope.attributes.MessageGroupId
-    try:
+        UpdateSqsRecord.model_validate(record)
         parsed = parse_sqs_body(payload)
+    except ValidationError as error:
+        reason = f"malformed SQS record: {describe_validation_error(error)}"
+        return Job(message_id, "sqs", payload, group_lane, invalid_reason=reason)
     except InvalidUpdate as error:
-        return Job(message_id, "sqs", payload, None, invalid_reason=str(error))
-    lane = f"group:{group_id}" if group_id else f"thread:{parsed.update.thread_id}"
-    return Job(message_id, "sqs", payload, lane, update=parsed.update)
+        return Job(message_id, "sqs", payload, group_lane, invalid_reason=str(error))
+    return Job(
+        message_id, "sqs", payload, group_lane or f"thread:{parsed.update.thread_id}", update=parsed.update
+    )
 
 
 def eventbridge_job(event: Mapping[str, Any]) -> Job:
