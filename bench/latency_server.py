@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
-from devstack.loopback_http import LoopbackHTTPServer
+from devstack.loopback_http import LoopbackHTTPServer, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 15.0
@@ -204,18 +204,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-    serving.start()
-    host, port = server.server_address[:2]
-    print(f"http://{host}:{port}{args.prefix}", flush=True)
-    try:
+    with serving(server, name="latency-server"):
+        print(f"http://{args.host}:{server.server_address[1]}{args.prefix}", flush=True)
         while not stop.wait(0.5):
             pass
-    finally:
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        serving.join(STOP_TIMEOUT_S)
+    server.close_connections()
     return 0
 
 

@@ -679,14 +679,14 @@ def chart(cells: list[Cell], headline: dict[str, Cell], cold: dict[str, Any], pa
     axis.legend(fontsize=8)
     axis = axes[len(LATENCIES_S) + 2]
     for latency_s, marker in zip(LATENCIES_S, ("o", "s", "^"), strict=True):
-        points = []
+        ratios: list[tuple[int, float]] = []
         for batch in BATCHES:
             row = {c.contender: c for c in cells if c.latency_s == latency_s and c.batch == batch}
             value = ratio(row[OURS].median_s, row[RAW16].median_s)
             if value is not None:
-                points.append((batch, value))
-        if points:
-            axis.plot(*zip(*points, strict=True), marker=marker, label=f"{latency_s * 1000:.0f} ms")
+                ratios.append((batch, value))
+        if ratios:
+            axis.plot(*zip(*ratios, strict=True), marker=marker, label=f"{latency_s * 1000:.0f} ms")
     axis.axhline(
         TARGET_WITHIN_RAW, color="#d62728", linestyle="--", linewidth=1, label="target (100 @ 50 ms)"
     )

@@ -88,6 +88,9 @@ def create_resources(
         QueueName=f"thread-updates-{suffix}{name_end}",
         Attributes={
             **fifo_attributes,
+            # As in template.yaml: updates replace state, so no content-based deduplication on the
+            # source queue; producers send MessageDeduplicationId.
+            **({"ContentBasedDeduplication": "false"} if fifo else {}),
             "VisibilityTimeout": str(visibility_timeout_s),
             "RedrivePolicy": json.dumps(redrive),
         },

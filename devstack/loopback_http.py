@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import socketserver
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from typing import Any
 
@@ -30,3 +33,18 @@ class LoopbackHTTPServer(ThreadingHTTPServer):
     def report_error(self, text: str) -> None:
         """Where a handler's unexpected exception goes; by default stderr, as http.server does."""
         sys.stderr.write(text)
+
+
+@contextlib.contextmanager
+def serving(server: socketserver.BaseServer, name: str = "loopback-http") -> Iterator[None]:
+    """Serve on a background thread for the block's duration; always shut down, close and join."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

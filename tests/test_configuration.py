@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from devstack.lambda_events import eventbridge_event, sqs_event
-from devstack.portkey_standin import PortkeyStandIn, Reply
+from devstack.portkey_standin import PortkeyStandIn
 from tests.conftest import (
     API_KEY,
     CONFIG_ID,
@@ -182,49 +182,6 @@ def test_refused_credentials_after_refresh_are_a_configuration_error(
     assert all(request.status == 401 for request in portkey.requests)
     assert len(portkey.requests) <= 4
     assert "refused the credentials (HTTP 401) after refreshing" in logs.text()
-
-
-def test_no_secret_value_appears_in_any_output(
-    invoke: Invoker,
-    aws: AwsResources,
-    portkey: PortkeyStandIn,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
-    logs: FunctionLogs,
-) -> None:
-    # Given DEBUG logging and a secret holding every kind of credential value
-    from thread_updater.observability import logger
-
-    logger.setLevel("DEBUG")
-    outputs: list[str] = []
-    try:
-        for mode in MODES.values():
-            aws.put_secret({"api_key": API_KEY, **mode[0]})
-            # When applied, rejected, retried and invalid updates go through, and Portkey refuses the key
-            portkey.always("t-404", Reply(status=404))
-            portkey.always("t-503", Reply(status=503, headers={"Retry-After": "0"}))
-            invoke(
-                sqs_event([{"thread_id": "t-ok"}, {"thread_id": "t-404"}, {"thread_id": "t-503"}, "not json"])
-            )
-            with pytest.raises(Exception, match="not applied"):
-                invoke(eventbridge_event({"thread_id": "t-503"}))
-        portkey.set_api_keys({"not-ours"})
-        invoke(sqs_event([{"thread_id": "t-ok"}]))
-        aws.put_secret({"api_key": API_KEY, "virtual_key": VIRTUAL_KEY, "config": CONFIG_ID})
-        invoke(sqs_event([{"thread_id": "t-ok"}]))
-    finally:
-        logger.setLevel("INFO")
-    captured = capfd.readouterr()
-    outputs += [captured.out, captured.err, caplog.text, logs.text()]
-    outputs += [str(record.exc_info) for record in caplog.records]
-    outputs += [json.dumps(letter) for letter in aws.dead_letters()]
-
-    # Then no credential value appears anywhere: logs, metrics, DLQ bodies, exception texts
-    everything = "\n".join(outputs)
-    assert "update dead_lettered" in everything  # the scan really saw the outcomes
-    for value in (*SECRET_VALUES, json.dumps({"provider": "azure-openai", "api_key": PROVIDER_AUTH})):
-        assert value not in everything
 
 
 def test_eventbridge_configuration_error_is_logged_and_counted(

@@ -97,3 +97,12 @@ def test_reasons_do_not_echo_the_input() -> None:
     with pytest.raises(InvalidUpdate) as caught:
         parse_sqs_body(body(metadata={"k": "SENSITIVE" * 100}))
     assert "SENSITIVE" not in str(caught.value)
+
+
+def test_a_body_nested_deeper_than_the_stack_is_invalid_not_a_crash() -> None:
+    # Given valid JSON nested far deeper than any decoder stack (no update nests beyond a few levels)
+    deep = '{"thread_id":"t","metadata":' + '{"a":' * 100_000 + '"x"' + "}" * 100_001
+
+    # When / Then it is an invalid update with a reason that says why, not a RecursionError
+    with pytest.raises(InvalidUpdate, match="nested too deeply"):
+        parse_sqs_body(deep)

@@ -109,17 +109,22 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str
         outcomes = runtime.processor.process_batch(jobs, invocation_deadline(context))
     record_metrics(outcomes, "sqs")
     retry = {outcome.message_id for outcome in outcomes if outcome.result is Result.RETRY}
-    if "" in retry:
+    # Only records with a non-empty string messageId can be named in batchItemFailures.
+    named = [
+        record
+        for record in records
+        if isinstance(record, Mapping) and isinstance(record.get("messageId"), str) and record["messageId"]
+    ]
+    if retry - {record["messageId"] for record in named}:
         raise RuntimeError("a record without messageId could not be settled; failing the whole batch")
+    if not named:  # all settled without one (dead-lettered); Powertools refuses an empty batch
+        return {"batchItemFailures": []}
 
     def settle(record: SQSRecord) -> None:
         if record.message_id in retry:
             raise UpdateNotApplied(f"message {record.message_id} goes back to the queue")
 
-    with_ids = {
-        **event,
-        "Records": [record for record in records if isinstance(record, Mapping) and record.get("messageId")],
-    }
+    with_ids = {**event, "Records": named}
     processor = (
         _FIFO_BATCH if any(job.lane and job.lane.startswith("group:") for job in jobs) else _STANDARD_BATCH
     )

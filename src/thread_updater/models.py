@@ -95,10 +95,17 @@ def parse_update_document(document: object) -> ParsedUpdate:
         raise InvalidUpdate(f"invalid update: {describe_validation_error(error)}") from None
 
 
+TOO_DEEPLY_NESTED = "body is nested too deeply to be an update"
+
+
 def parse_sqs_body(body: str) -> ParsedUpdate:
     """Decode and validate an SQS message body."""
     try:
         document = json.loads(body)
-    except (ValueError, RecursionError) as error:
+    except RecursionError:
+        # Where the decoder gives up depends on the stack depth it runs at; no update nests
+        # more than a few levels, so any body this deep is invalid whatever the exact cut-off.
+        raise InvalidUpdate(TOO_DEEPLY_NESTED) from None
+    except ValueError as error:
         raise InvalidUpdate(f"body is not valid JSON: {str(error)[:200]}") from None
     return parse_update_document(document)

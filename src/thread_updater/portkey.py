@@ -30,7 +30,7 @@ BACKOFF_CAP_S = 5.0
 # Stop retrying when less than this is left before the deadline: a request needs time to answer.
 MIN_ATTEMPT_WINDOW_S = 0.5
 ERROR_TEXT_LIMIT = 300
-_TRACE_ID_SAFE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_TRACE_ID_SAFE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _RETRY_AFTER = Retry(total=0)  # only used for its Retry-After parser
 
 
@@ -190,7 +190,7 @@ class PortkeyClient:
                 "Content-Type": "application/json",
                 "OpenAI-Beta": "assistants=v2",
             }
-            if _TRACE_ID_SAFE.match(trace_id):
+            if _TRACE_ID_SAFE.fullmatch(trace_id):
                 headers["x-portkey-trace-id"] = trace_id
             retry_after: str | None = None
             sent_at = time.monotonic()

@@ -9,6 +9,8 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
 
 from thread_updater.errors import ConfigurationError
 
@@ -44,9 +46,23 @@ class Settings(BaseModel):
     @field_validator("base_url")
     @classmethod
     def _https_or_loopback(cls, value: str) -> str:
-        """Credentials travel in headers: plain HTTP is only acceptable to this machine."""
+        """Credentials travel in headers: plain HTTP is only acceptable to this machine.
+
+        Checked as urllib3 (which makes the connection) parses the URL too, so that no difference
+        between two URL parsers can move the host: userinfo, backslashes, whitespace and control
+        characters have no business in a base URL and are refused outright.
+        """
+        if any(char in "@\\" or ord(char) <= 0x20 or ord(char) == 0x7F for char in value):
+            raise ValueError("must not contain userinfo, backslashes, whitespace or control characters")
         parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 - raises ValueError for a malformed port
+            connects_to = parse_url(value).host
+        except (ValueError, LocationParseError):
+            raise ValueError("must be an absolute http(s) URL") from None
         if not parts.hostname or parts.scheme not in {"https", "http"}:
+            raise ValueError("must be an absolute http(s) URL")
+        if (connects_to or "").strip("[]").lower() != parts.hostname:
             raise ValueError("must be an absolute http(s) URL")
         if parts.query or parts.fragment:
             raise ValueError("must not have a query or fragment")

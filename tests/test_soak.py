@@ -1,0 +1,114 @@
+"""Soak: thousands of updates through moto SQS, the real handler and a Portkey that fails ~30 % of
+the time; every message id must end in exactly one place. The machinery is ``bench/soak.py`` (the
+same run scales up with ``python -m bench.soak --updates 20000``); these are its bounded CI runs.
+
+How "exactly once" is settled (``bench.soak._settle``):
+
+* **applied** - the function reported the record done (not in ``batchItemFailures``, so the
+  poller deleted it) and did not dead-letter it; cross-checked: the stand-in answered a 2xx to a
+  request whose ``x-portkey-trace-id`` is that message id (the function sends the messageId);
+* **dead-lettered by the function** - our envelope in the DLQ (category, status, payload);
+* **redriven** - the raw body in the DLQ, moved by the redrive policy after ``maxReceiveCount``
+  (bodies are unique, so the body names the message).
+
+Each id must be in exactly one of these: none missing, none twice, none acknowledged and also in
+the DLQ. One thing "applied" deliberately does not mean: that the stand-in stored the update. A
+connection dropped mid-answer, or an answer arriving after the read timeout, stores the update
+while the function sees an error and retries it. That write is real and harmless (Modify Thread
+replaces, so a retry or a replay from the DLQ writes the same state), so it is counted as its own
+figure ("writes upstream without an answer"), not as a second place.
+
+Run with ``-s`` to see the figures; they are also written to ``build/soak-figures.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bench.soak import FAULT_WEIGHTS, SoakConfig, SoakReport, run_soak, write_figures
+
+
+def _publish(report: SoakReport) -> None:
+    print()
+    print(report.summary())
+    write_figures(report)
+
+
+def _messages_to(report: SoakReport, threads: set[str]) -> set[str]:
+    return {
+        message_id for message_id, body in report.sent.items() if json.loads(body)["thread_id"] in threads
+    }
+
+
+def test_two_thousand_updates_through_injected_faults_each_end_in_exactly_one_place(
+    moto_endpoint: str,
+) -> None:
+    # Given 2,000 updates over 300 threads on a standard queue (redrive after 5 receives), 5 threads
+    # that Portkey answers 404 for, and a Portkey that fails ~30 % of the requests in every way it can
+    config = SoakConfig(updates=2000, threads=300, label="ci-standard", max_seconds=110)
+
+    # When 8 containers drain the queue through the real handler
+    report = run_soak(config, moto_endpoint)
+    _publish(report)
+
+    # Then the books balance: every message id is applied or in the DLQ, exactly once
+    assert report.problems == []
+    assert len(report.sent) == 2000
+    assert set(report.buckets) == set(report.sent)
+    # the gone threads' updates, and only those, are dead-lettered as rejected 404s
+    gone = _messages_to(report, set(config.gone_thread_ids()))
+    assert gone
+    assert {m for m, bucket in report.buckets.items() if bucket == "rejected"} == gone
+    # and the faults really happened: about 30 % of the requests, every kind of them
+    figures = report.figures
+    assert 0.25 <= figures["fault share of requests"] <= 0.35
+    assert set(figures["faults by kind"]) == set(FAULT_WEIGHTS)
+    assert figures["http retries inside invocations"] > 0.2 * figures["messages"]
+    assert figures["handed back (batchItemFailures)"] > 0
+    assert figures["applied"] + figures["DLQ total"] == 2000
+
+
+def test_fifo_updates_through_injected_faults_leave_every_thread_at_its_last_update(
+    moto_endpoint: str,
+) -> None:
+    # Given 400 updates over 60 threads on a FIFO queue (MessageGroupId = thread_id) and the same
+    # faults, except that a timed-out request is never written upstream afterwards: a write landing
+    # after the client gave up could overtake the next update, and Modify Thread has no conditional
+    # update a client could use to prevent that (a property of the API, not of this function)
+    config = SoakConfig(
+        updates=400, threads=60, fifo=True, late_timeout_writes=False, label="ci-fifo", max_seconds=80
+    )
+
+    # When 8 containers drain the queue through the real handler
+    report = run_soak(config, moto_endpoint)
+    _publish(report)
+
+    # Then nothing is lost or duplicated, and each thread's writes arrived in send order
+    assert report.problems == []
+    assert set(report.buckets) == set(report.sent)
+    # and every thread's final metadata is its last update that reached the store: the last one
+    # sent, unless that one is in the DLQ (then the last applied one)
+    gone = set(config.gone_thread_ids())
+    by_thread: dict[str, list[tuple[int, str]]] = {}
+    for message_id, body in report.sent.items():
+        document: dict[str, Any] = json.loads(body)
+        by_thread.setdefault(document["thread_id"], []).append((int(document["metadata"]["seq"]), message_id))
+    checked = 0
+    for thread_id, updates in by_thread.items():
+        if thread_id in gone:
+            continue
+        stored = [
+            (seq, message_id)
+            for seq, message_id in updates
+            if report.buckets[message_id] == "applied" or message_id in report.written_without_answer
+        ]
+        _, last = max(stored)
+        final = report.final_threads[thread_id]
+        assert final is not None
+        assert final["metadata"] == json.loads(report.sent[last])["metadata"], thread_id
+        _, newest = max(updates)
+        if report.buckets[newest] == "applied":
+            assert last == newest
+            checked += 1
+    assert checked >= len(by_thread) - len(gone) - 2  # a redriven last update is rare, not the rule
