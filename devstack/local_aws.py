@@ -22,6 +22,12 @@ from mypy_boto3_sqs.literals import QueueAttributeNameType
 
 REGION = "us-east-1"
 EVENT_SOURCE = "com.example.threads"
+_EVENT_FIELDS = ("id", "time", "detail-type", "source", "account", "region", "resources", "detail")
+_WHOLE_EVENT_TEMPLATE = (
+    '{"version": "0", "id": "<id>", "detail-type": "<detail-type>", "source": "<source>", '
+    '"account": "<account>", "time": <time>, "region": "<region>", "resources": <resources>, '
+    '"detail": <detail>}'
+)
 LOCAL_AWS_ENV = {
     "AWS_DEFAULT_REGION": REGION,
     "AWS_REGION": REGION,
@@ -105,7 +111,16 @@ def create_resources(
         EventBusName=bus_name,
         EventPattern=json.dumps({"source": [EVENT_SOURCE], "detail-type": ["ModifyThread"]}),
     )
-    target: dict[str, Any] = {"Id": "source-queue", "Arn": queue_arn(sqs, queue_url)}
+    target: dict[str, Any] = {
+        "Id": "source-queue",
+        "Arn": queue_arn(sqs, queue_url),
+        # The whole event, as real EventBridge delivers it: moto's default delivery leaves out
+        # "account", which the function's EventBridge model (rightly) requires.
+        "InputTransformer": {
+            "InputPathsMap": {name: f"$.{name}" for name in _EVENT_FIELDS},
+            "InputTemplate": _WHOLE_EVENT_TEMPLATE,
+        },
+    }
     if fifo:
         target["SqsParameters"] = {"MessageGroupId": "eventbridge"}
     events.put_targets(Rule="modify-thread", EventBusName=bus_name, Targets=[target])  # type: ignore[list-item]

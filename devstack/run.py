@@ -84,6 +84,25 @@ def generated_bodies(count: int, threads: int) -> list[str]:
     return bodies
 
 
+VIA_BUS = "(EventBridge bus: events/eventbridge.json)"
+
+
+def put_on_bus(bus_name: str, event: dict[str, Any]) -> None:
+    """PutEvents the sample's source, detail-type and detail on the local bus, as a producer would."""
+    answer = boto3.client("events").put_events(
+        Entries=[
+            {
+                "EventBusName": bus_name,
+                "Source": event["source"],
+                "DetailType": event["detail-type"],
+                "Detail": json.dumps(event["detail"]),
+            }
+        ]
+    )
+    if answer["FailedEntryCount"]:
+        raise RuntimeError(f"PutEvents failed: {answer['Entries']}")
+
+
 def send_all(queue_url: str, bodies: list[str]) -> dict[str, str]:
     """SendMessageBatch (moto's SendMessage slows down on deep queues); returns message id → body."""
     sqs = boto3.client("sqs")
@@ -264,6 +283,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             bodies = sample_bodies() + generated_bodies(args.count, args.threads)
             sent = send_all(resources.queue_url, bodies)
             eventbridge = json.loads((EVENTS / "eventbridge.json").read_text())
+            put_on_bus(resources.bus_name, eventbridge)  # bus → rule → source queue → poller
             direct_error = ""
             try:  # the EventBridge → Lambda path: an asynchronous, direct invoke
                 lambda_handler(eventbridge, LocalContext(timeout_s=60))
@@ -278,6 +298,10 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             )
             stats = poller.drain(max_seconds=120)
             drained = time.monotonic()
+        # The rule delivered the bus event to the queue under an id of its own: the one id received
+        # that was not sent directly.
+        for message_id in stats.receives_by_message.keys() - sent.keys():
+            sent[message_id] = VIA_BUS
         letters = dead_letters(resources.dlq_url)
         log.flush()
         # Through the gateway or to a live Portkey, the stand-in does not see trace ids: read our log instead.

@@ -27,10 +27,42 @@ VIRTUAL_KEY = "vk-azure-openai-1a2b3c4d"
 PROVIDER_AUTH = "sk-provider-secret-9z8y7x6w"
 CONFIG_ID = "pc-config-secret-5566"
 SECRET_VALUES = (API_KEY, VIRTUAL_KEY, PROVIDER_AUTH, CONFIG_ID)
+SECRET_NAMES = ("API_KEY", "VIRTUAL_KEY", "PROVIDER_AUTH", "CONFIG_ID")
 DEFAULT_SECRET: dict[str, Any] = {"api_key": API_KEY, "virtual_key": VIRTUAL_KEY}
 AWS_ENV = LOCAL_AWS_ENV
 
 pytest.register_assert_rewrite("tests.samples")
+
+
+@pytest.fixture(autouse=True)
+def debug_logging() -> Iterator[None]:
+    """Every test runs as Lambda does with ApplicationLogLevel=DEBUG (the root logger at DEBUG) and the
+    function's own logger at DEBUG, so the credential scan below sees the most the function can say."""
+    from thread_updater.observability import logger
+
+    root = logging.getLogger()
+    saved_root, saved_function = root.level, logger.log_level
+    root.setLevel(logging.DEBUG)
+    logger.setLevel(logging.DEBUG)
+    yield
+    root.setLevel(saved_root)
+    logger.setLevel(saved_function)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """The whole suite is also a secret scan: a test whose captured stdout, stderr or log records (at
+    DEBUG, see debug_logging) contain a value of the test secret fails, whatever it asserted."""
+    outcome: Any = yield
+    report: pytest.TestReport = outcome.get_result()
+    leaked = [
+        name
+        for name, value in zip(SECRET_NAMES, SECRET_VALUES, strict=True)
+        if any(value in content for title, content in report.sections if title.endswith(report.when))
+    ]
+    if leaked and report.passed:
+        report.outcome = "failed"
+        report.longrepr = f"credential values in the captured output of {report.when}: {', '.join(leaked)}"
 
 
 @pytest.fixture(scope="session")

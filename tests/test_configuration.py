@@ -195,4 +195,9 @@ def test_eventbridge_configuration_error_is_logged_and_counted(
         invoke(eventbridge_event({"thread_id": "t1"}))
     assert any(line["level"] == "ERROR" and "configuration error" in line["message"] for line in logs.lines())
     emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
-    assert any(document.get("ConfigurationErrors") == [1.0] for document in emf)
+    [counted] = [document for document in emf if "ConfigurationErrors" in document]
+    assert counted["ConfigurationErrors"] == [1.0]
+    # with the dimensions ConfigurationErrorsAlarm and the dashboard select on
+    [dimensions] = counted["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+    assert sorted(dimensions) == ["service", "source"]
+    assert counted["source"] == "eventbridge"

@@ -26,6 +26,9 @@ def test_local_run_settles_every_message_and_restores_the_environment(tmp_path: 
     assert text.count("  applied  ") >= 60
     assert "dead-lettered (rejected, 404)" in text
     assert "dead-lettered (validation)" in text
+    # including the sample put on the EventBridge bus, delivered by its rule to the source queue
+    [bus_row] = [line for line in text.splitlines() if "(EventBridge bus: events/eventbridge.json)" in line]
+    assert "  applied  " in bus_row
     assert "Dead-letter queue (5)" in text
     assert '"UpdatesApplied"' in (tmp_path / "function.log").read_text()  # metrics went to the log file
     assert dict(os.environ) == before

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from devstack.lambda_events import sqs_event
+from devstack.lambda_events import eventbridge_event, sqs_event
 from devstack.loopback_http import LoopbackHTTPServer, serving
 from devstack.portkey_standin import PortkeyStandIn, Reply
 from tests.conftest import DEFAULT_SECRET, AwsResources, FunctionLogs, Invoker, failed_ids
 from thread_updater import aws as aws_calls
+from thread_updater.app import UpdateNotApplied
 
 
 def all_ids(event: dict[str, Any]) -> set[str]:
@@ -147,6 +148,29 @@ def test_rejected_update_is_handed_back_while_the_dlq_is_gone_and_dead_lettered_
         "rejected",
         404,
     )
+
+
+def test_eventbridge_update_that_cannot_be_dead_lettered_fails_the_invocation(
+    invoke: Invoker,
+    aws: AwsResources,
+    portkey: PortkeyStandIn,
+    logs: FunctionLogs,
+) -> None:
+    # Given the DLQ has been deleted
+    aws.sqs.delete_queue(QueueUrl=aws.dlq_url)
+    portkey.always("thread_gone", Reply(status=404))
+
+    # When a direct EventBridge event is invalid, or rejected by Portkey, Then the invocation raises
+    # (Lambda retries it, then its on-failure destination keeps it) instead of returning normally
+    for detail in ({"thread_id": "bad id"}, {"thread_id": "thread_gone"}):
+        with pytest.raises(UpdateNotApplied, match="dead-letter queue send failed"):
+            invoke(eventbridge_event(detail))
+
+    # and the log says which update and why, as a retry rather than a dead letter
+    assert [(line["category"], line.get("status")) for line in retry_lines(logs)] == [
+        ("validation", None),
+        ("rejected", 404),
+    ]
 
 
 @dataclass

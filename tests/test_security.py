@@ -524,7 +524,14 @@ def _referenced(value: Any) -> set[str]:
     return found
 
 
-PSEUDO = {"AWS::Partition", "AWS::Region", "AWS::AccountId", "AWS::URLSuffix", "AWS::StackName"}
+PSEUDO = {
+    "AWS::Partition",
+    "AWS::Region",
+    "AWS::AccountId",
+    "AWS::URLSuffix",
+    "AWS::StackName",
+    "AWS::NoValue",
+}
 # What the function's own role may do, and to what: read the one secret, send to the dead-letter queues.
 ALLOWED = {
     "secretsmanager:GetSecretValue": {"PortkeySecretArn"},
@@ -555,6 +562,50 @@ def test_the_function_role_may_only_read_its_secret_and_write_its_dead_letter_qu
     assert not [
         r for r in translated["Resources"].values() if r["Type"] in {"AWS::IAM::User", "AWS::IAM::AccessKey"}
     ]
+
+
+# The most the role may ever do (its permissions boundary): what the SQS event source mapping needs
+# on the source queue, the dead letters, the secret, and the function's own log group.
+BOUNDARY = {
+    "sqs:ReceiveMessage": {"SourceQueue"},
+    "sqs:DeleteMessage": {"SourceQueue"},
+    "sqs:GetQueueAttributes": {"SourceQueue"},
+    "sqs:SendMessage": {"DeadLetterQueue", "AsyncDeadLetterQueue"},
+    "secretsmanager:GetSecretValue": {"PortkeySecretArn"},
+    "logs:CreateLogStream": {"FunctionLogGroup"},
+    "logs:PutLogEvents": {"FunctionLogGroup"},
+}
+
+
+def test_a_permissions_boundary_caps_the_role_at_its_own_queues_secret_and_log_group(
+    translated: dict[str, Any],
+) -> None:
+    # Given the translated template, whose role carries the AWS managed policies SAM attaches for the
+    # SQS poller and for logging (both grant on Resource "*")
+    resources = translated["Resources"]
+    [role] = [r for r in resources.values() if r["Type"] == "AWS::IAM::Role"]
+    boundary = role["Properties"]["PermissionsBoundary"]
+    assert _referenced(boundary) == {"FunctionPermissionsBoundary"}
+
+    # When its permissions boundary is read
+    document = resources["FunctionPermissionsBoundary"]["Properties"]["PolicyDocument"]
+    granted: dict[str, set[str]] = {}
+    for statement in _statements(document):
+        assert statement["Effect"] == "Allow"
+        assert "*" not in json.dumps(statement["Resource"]), statement
+        for action in _as_list(statement["Action"]):
+            granted.setdefault(action, set()).update(_referenced(statement["Resource"]) - PSEUDO)
+
+    # Then it allows exactly what the function needs, each on this stack's own resources only
+    assert granted == BOUNDARY
+    # and every action of the role's own policies survives it (the boundary does not break the function)
+    for policy in role["Properties"].get("Policies", []):
+        for statement in _statements(policy["PolicyDocument"]):
+            for action in _as_list(statement["Action"]):
+                assert action.rstrip("*") in granted, action
+    # and the function logs to the group the boundary names
+    [function] = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
+    assert _referenced(function["Properties"]["LoggingConfig"]["LogGroup"]) == {"FunctionLogGroup"}
 
 
 def test_resource_policies_name_a_service_and_the_exact_source(translated: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ from thread_updater.processing import (
     record_metrics,
     report_configuration_error,
     sqs_job,
+    start_metrics,
 )
 from thread_updater.settings import Settings, load_settings
 
@@ -98,6 +99,7 @@ def handle_event(event: Mapping[str, Any], context: LambdaContextLike) -> dict[s
 
 
 def handle_sqs(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str, Any]:
+    start_metrics("sqs")
     records: list[Any] = event["Records"]
     jobs = [sqs_job(record) for record in records]
     try:
@@ -107,7 +109,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str
         outcomes = [Outcome(Result.RETRY, job.message_id, None, error=str(error)) for job in jobs]
     else:
         outcomes = runtime.processor.process_batch(jobs, invocation_deadline(context))
-    record_metrics(outcomes, "sqs")
+    record_metrics(outcomes)
     retry = {outcome.message_id for outcome in outcomes if outcome.result is Result.RETRY}
     # Only records with a non-empty string messageId can be named in batchItemFailures.
     named = [
@@ -132,6 +134,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str
 
 
 def handle_eventbridge(event: Mapping[str, Any], context: LambdaContextLike) -> None:
+    start_metrics("eventbridge")
     job = eventbridge_job(event)
     try:
         runtime = current_runtime()
@@ -139,6 +142,6 @@ def handle_eventbridge(event: Mapping[str, Any], context: LambdaContextLike) -> 
     except ConfigurationError as error:  # fail the invocation (Lambda retries it), loudly
         report_configuration_error(error, "the invocation fails and Lambda retries it")
         raise
-    record_metrics([outcome], "eventbridge")
+    record_metrics([outcome])
     if outcome.result is Result.RETRY:
         raise UpdateNotApplied(f"update {job.message_id} not applied: {outcome.error}")

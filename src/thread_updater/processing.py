@@ -278,10 +278,15 @@ def _log(outcome: Outcome) -> None:
 LATENCY_SAMPLES = 99
 
 
-def record_metrics(outcomes: Sequence[Outcome], source: Source) -> None:
+def start_metrics(source: Source) -> None:
+    """Every metric of this invocation, ConfigurationErrors included, carries the source dimension the
+    alarms and the dashboard select on; so it is set before anything can be counted."""
+    metrics.add_dimension(name="source", value=source)
+
+
+def record_metrics(outcomes: Sequence[Outcome]) -> None:
     """Per-invocation counts and up to ``LATENCY_SAMPLES`` evenly spread latency values (EMF, flushed
     once by the handler's ``log_metrics``)."""
-    metrics.add_dimension(name="source", value=source)
     latencies = [outcome.latency_ms for outcome in outcomes if outcome.latency_ms is not None]
     step = max(1, -(-len(latencies) // LATENCY_SAMPLES))  # ceiling division
     for latency in latencies[::step]:
