@@ -173,17 +173,16 @@ class PortkeyClient:
         last_error = "no attempt made"
         last_status: int | None = None
         last_trace: str | None = None
+
+        def outcome(result: CallResult, error: str | None) -> CallOutcome:
+            """The call so far, as it stands now."""
+            return CallOutcome(
+                result, last_status, attempts, error, last_trace, latency_ms, retry_after_waits
+            )
+
         while attempts < self._max_attempts:
             if deadline - time.monotonic() < MIN_ATTEMPT_WINDOW_S:
-                return CallOutcome(
-                    CallResult.TRANSIENT,
-                    last_status,
-                    attempts,
-                    f"out of time: {last_error}",
-                    last_trace,
-                    latency_ms,
-                    retry_after_waits,
-                )
+                return outcome(CallResult.TRANSIENT, f"out of time: {last_error}")
             attempts += 1
             headers = {
                 **credentials.headers,
@@ -204,15 +203,7 @@ class PortkeyClient:
                 latency_ms = round((time.monotonic() - sent_at) * 1000, 1)
                 last_status, last_trace = answer.status, answer.trace_id
                 if 200 <= answer.status < 300:
-                    return CallOutcome(
-                        CallResult.APPLIED,
-                        answer.status,
-                        attempts,
-                        None,
-                        answer.trace_id,
-                        latency_ms,
-                        retry_after_waits,
-                    )
+                    return outcome(CallResult.APPLIED, None)
                 last_error = f"HTTP {answer.status}: {error_message(answer.data)}"
                 if answer.status in AUTH_STATUSES:
                     if refreshed:
@@ -225,34 +216,19 @@ class PortkeyClient:
                     attempts -= 1  # the rotation retry does not use up the update's attempts
                     continue
                 if answer.status < 500 and answer.status not in TRANSIENT_STATUSES:
-                    return CallOutcome(
-                        CallResult.REJECTED,
-                        answer.status,
-                        attempts,
-                        last_error,
-                        answer.trace_id,
-                        latency_ms,
-                        retry_after_waits,
-                    )
+                    return outcome(CallResult.REJECTED, last_error)
                 retry_after = answer.retry_after
             if attempts >= self._max_attempts:
                 break
             wait, asked = self._wait_before_retry(attempts, retry_after)
             if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
-                return CallOutcome(
+                return outcome(
                     CallResult.TRANSIENT,
-                    last_status,
-                    attempts,
                     f"{last_error} (waiting {wait:.1f} s would pass the invocation deadline)",
-                    last_trace,
-                    latency_ms,
-                    retry_after_waits,
                 )
             retry_after_waits += asked
             time.sleep(wait)
-        return CallOutcome(
-            CallResult.TRANSIENT, last_status, attempts, last_error, last_trace, latency_ms, retry_after_waits
-        )
+        return outcome(CallResult.TRANSIENT, last_error)
 
     @staticmethod
     def _wait_before_retry(attempts: int, retry_after: str | None) -> tuple[float, int]:

@@ -48,6 +48,10 @@ class Job:
     update: ThreadUpdate | None = None
     invalid_reason: str | None = None
 
+    @property
+    def thread_id(self) -> str | None:
+        return self.update.thread_id if self.update else None
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -78,6 +82,8 @@ class UpdateProcessor:
     def process(self, job: Job, deadline: float) -> Outcome:
         """Raises ConfigurationError; every other failure becomes an Outcome."""
         started = time.monotonic()
+        latency_ms: float | None = None
+        retry_after_waits = 0
         if job.update is None:
             outcome = self._dead_letter(
                 job, Category.VALIDATION, job.invalid_reason or "invalid", None, 0, None, deadline
@@ -86,20 +92,26 @@ class UpdateProcessor:
             call = self._client.modify_thread(
                 job.update.thread_id, job.update.request_body(), trace_id=job.message_id, deadline=deadline
             )
-            outcome = replace(
-                self._settle(job, call, deadline),
-                latency_ms=call.latency_ms,
-                retry_after_waits=call.retry_after_waits,
-            )
-        outcome = replace(outcome, duration_ms=round((time.monotonic() - started) * 1000, 1))
+            outcome = self._settle(job, call, deadline)
+            latency_ms, retry_after_waits = call.latency_ms, call.retry_after_waits
+        outcome = replace(
+            outcome,
+            latency_ms=latency_ms,
+            retry_after_waits=retry_after_waits,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
         _log(outcome)
         return outcome
 
     def _settle(self, job: Job, call: CallOutcome, deadline: float) -> Outcome:
-        thread_id = job.update.thread_id if job.update else None
         if call.result is CallResult.APPLIED:
             return Outcome(
-                Result.SUCCESS, job.message_id, thread_id, call.status, call.attempts, trace_id=call.trace_id
+                Result.SUCCESS,
+                job.message_id,
+                job.thread_id,
+                call.status,
+                call.attempts,
+                trace_id=call.trace_id,
             )
         if call.result is CallResult.REJECTED:
             return self._dead_letter(
@@ -108,7 +120,7 @@ class UpdateProcessor:
         return Outcome(
             Result.RETRY,
             job.message_id,
-            thread_id,
+            job.thread_id,
             call.status,
             call.attempts,
             call.error,
@@ -125,7 +137,7 @@ class UpdateProcessor:
         trace_id: str | None,
         deadline: float,
     ) -> Outcome:
-        thread_id = job.update.thread_id if job.update else None
+        thread_id = job.thread_id
         letter = DeadLetter(
             category, error, status, thread_id, job.source, job.message_id, job.payload, attempts
         )
@@ -242,9 +254,7 @@ def _lanes(jobs: Sequence[Job]) -> list[list[int]]:
 
 
 def _not_attempted(job: Job, reason: str) -> Outcome:
-    outcome = Outcome(
-        Result.RETRY, job.message_id, job.update.thread_id if job.update else None, error=reason
-    )
+    outcome = Outcome(Result.RETRY, job.message_id, job.thread_id, error=reason)
     _log(outcome)
     return outcome
 
