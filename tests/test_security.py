@@ -681,11 +681,8 @@ def test_no_credential_reaches_any_output_with_every_logger_at_debug(
     logs: FunctionLogs,
 ) -> None:
     # Given Lambda's ApplicationLogLevel=DEBUG (the root logger at DEBUG) and the function's own
-    # logger at DEBUG, a secret cache that expires at once (every invocation reads the secret)
-    from thread_updater.observability import logger
-
-    caplog.set_level(logging.DEBUG)
-    logger.setLevel("DEBUG")
+    # logger at DEBUG (conftest's debug_logging, as for every test), a secret cache that expires at
+    # once (every invocation reads the secret)
     monkeypatch.setenv("POWERTOOLS_PARAMETERS_MAX_AGE", "0")
     raised: list[str] = []
 
@@ -695,39 +692,32 @@ def test_no_credential_reaches_any_output_with_every_logger_at_debug(
         except Exception as error:
             raised.append("".join(traceback.format_exception(error)) + repr(error))
 
-    try:
-        portkey.always("t-404", Reply(status=404))
-        portkey.always("t-503", Reply(status=503, headers={"Retry-After": "0"}))
-        # When every routing mode applies, rejects, retries and dead-letters updates (SQS and EventBridge)
-        for secret in SECRETS_IN_PLAY:
-            aws.put_secret(secret)
-            run(
-                sqs_event([{"thread_id": "t-ok"}, {"thread_id": "t-404"}, {"thread_id": "t-503"}, "not json"])
-            )
-            run(eventbridge_event({"thread_id": "t-503"}))
-            run(eventbridge_event({"thread_id": "bad id"}))
-        # and the key is rotated in a warm container that cached the old one (401, refresh, retry)
-        monkeypatch.setenv("POWERTOOLS_PARAMETERS_MAX_AGE", "300")
-        aws.put_secret({"api_key": API_KEY, "virtual_key": VIRTUAL_KEY})
-        run(sqs_event([{"thread_id": "t-warm"}]))
-        aws.put_secret({"api_key": ROTATED_KEY, "virtual_key": VIRTUAL_KEY})
-        portkey.set_api_keys({ROTATED_KEY})
-        run(sqs_event([{"thread_id": "t-rotated"}]))
-        monkeypatch.setenv("POWERTOOLS_PARAMETERS_MAX_AGE", "0")
-        # and then refused even after a refresh, and finally configuration errors carrying values
-        portkey.set_api_keys({"somebody-elses-key"})
-        run(sqs_event([{"thread_id": "t-refused"}]))
-        run(eventbridge_event({"thread_id": "t-refused"}))
-        aws.put_secret(
-            {"api_key": API_KEY, "provider": "openai", "provider_auth": f"{INJECTED}\r\nX-Evil: 1"}
-        )
-        run(sqs_event([{"thread_id": "t-1"}]))
-        aws.put_secret({"api_key": API_KEY, "virtual_key": VIRTUAL_KEY, "config": CONFIG_OBJECT})
-        run(sqs_event([{"thread_id": "t-1"}]))
-        aws.put_secret(json.dumps({"api_key": API_KEY, "virtual_key": VIRTUAL_KEY})[:-1])
-        run(eventbridge_event({"thread_id": "t-1"}))
-    finally:
-        logger.setLevel("INFO")
+    portkey.always("t-404", Reply(status=404))
+    portkey.always("t-503", Reply(status=503, headers={"Retry-After": "0"}))
+    # When every routing mode applies, rejects, retries and dead-letters updates (SQS and EventBridge)
+    for secret in SECRETS_IN_PLAY:
+        aws.put_secret(secret)
+        run(sqs_event([{"thread_id": "t-ok"}, {"thread_id": "t-404"}, {"thread_id": "t-503"}, "not json"]))
+        run(eventbridge_event({"thread_id": "t-503"}))
+        run(eventbridge_event({"thread_id": "bad id"}))
+    # and the key is rotated in a warm container that cached the old one (401, refresh, retry)
+    monkeypatch.setenv("POWERTOOLS_PARAMETERS_MAX_AGE", "300")
+    aws.put_secret({"api_key": API_KEY, "virtual_key": VIRTUAL_KEY})
+    run(sqs_event([{"thread_id": "t-warm"}]))
+    aws.put_secret({"api_key": ROTATED_KEY, "virtual_key": VIRTUAL_KEY})
+    portkey.set_api_keys({ROTATED_KEY})
+    run(sqs_event([{"thread_id": "t-rotated"}]))
+    monkeypatch.setenv("POWERTOOLS_PARAMETERS_MAX_AGE", "0")
+    # and then refused even after a refresh, and finally configuration errors carrying values
+    portkey.set_api_keys({"somebody-elses-key"})
+    run(sqs_event([{"thread_id": "t-refused"}]))
+    run(eventbridge_event({"thread_id": "t-refused"}))
+    aws.put_secret({"api_key": API_KEY, "provider": "openai", "provider_auth": f"{INJECTED}\r\nX-Evil: 1"})
+    run(sqs_event([{"thread_id": "t-1"}]))
+    aws.put_secret({"api_key": API_KEY, "virtual_key": VIRTUAL_KEY, "config": CONFIG_OBJECT})
+    run(sqs_event([{"thread_id": "t-1"}]))
+    aws.put_secret(json.dumps({"api_key": API_KEY, "virtual_key": VIRTUAL_KEY})[:-1])
+    run(eventbridge_event({"thread_id": "t-1"}))
 
     captured = capfd.readouterr()
     formatter = logging.Formatter()
