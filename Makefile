@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv gateway test lint typecheck validate security unit run bench clean
+.PHONY: venv gateway test lint typecheck validate security unit integration e2e infra tooling pytest run bench clean
 
 venv: $(STAMP)
 
@@ -39,11 +39,30 @@ security: venv
 	$(BIN)/bandit --quiet --recursive src --severity-level high
 	$(BIN)/pip-audit --requirement src/requirements.txt --progress-spinner off $(if $(AUDIT_STRICT),--strict)
 
-unit: venv gateway
+# Test tiers (tests/<tier>/): unit needs no servers and no Node; integration runs moto and the Portkey
+# stand-in on loopback; e2e adds the real gateway (Node), the local runner and the packaged artifact;
+# infra checks the template and packaging; tooling tests the test tools themselves (stand-in, soak, DLQ tool).
+unit: venv
+	$(BIN)/python -m pytest tests/unit
+
+integration: venv
+	$(BIN)/python -m pytest tests/integration
+
+e2e: venv gateway
+	$(BIN)/python -m pytest tests/e2e
+
+infra: venv
+	$(BIN)/python -m pytest tests/infra
+
+tooling: venv gateway
+	$(BIN)/python -m pytest tests/tooling
+
+# Every tier in one pytest run.
+pytest: venv gateway
 	$(BIN)/python -m pytest
 
 # The README's test command: lint, types, the template checks, the security scans and the whole suite.
-test: lint typecheck validate security unit
+test: lint typecheck validate security pytest
 
 run: venv
 	$(BIN)/python -m devstack.run $(ARGS)

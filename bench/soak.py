@@ -1,6 +1,6 @@
 """Soak: thousands of updates through moto SQS, the real handler and a Portkey stand-in that fails.
 
-``python -m bench.soak --updates 20000`` (a bounded variant runs in CI as ``tests/test_soak.py``).
+``python -m bench.soak --updates 20000`` (a bounded variant runs in CI as ``tests/tooling/test_soak.py``).
 
 What runs, all on this machine:
 

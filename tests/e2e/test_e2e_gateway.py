@@ -33,7 +33,7 @@ from tests.conftest import API_KEY, PROVIDER_AUTH, AwsResources, FunctionLogs, I
 
 pytestmark = pytest.mark.e2e
 
-GATEWAY_LOG = Path(__file__).resolve().parent.parent / "build" / "e2e-gateway.log"
+GATEWAY_LOG = Path(__file__).resolve().parents[2] / "build" / "e2e-gateway.log"
 
 
 def _in_ci() -> bool:

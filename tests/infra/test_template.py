@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsM
 
 from tools.validate_template import load_sam_template, validate
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO_ROOT / "template.yaml"
 VALIDATOR = REPO_ROOT / "tools" / "validate_template.py"
 EVENTS = REPO_ROOT / "events"

@@ -29,7 +29,7 @@ from tests.conftest import AwsResources
 from thread_updater.__main__ import main
 from thread_updater.deadletter import Category, DeadLetter, DeadLetterQueue, Source
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENT_SOURCE = "com.example.threads"
 FAST = ["--wait-seconds", "0"]  # moto answers every receive completely; no long poll needed
 

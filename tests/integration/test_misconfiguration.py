@@ -1,8 +1,8 @@
 """Misconfiguration and outages around the function: the secret, the DLQ, SQS itself, DNS, clocks.
 
 Each one shows that nothing is lost (the record is handed back, or applied once things recover) and
-that the log says what is wrong. Neighbours: tests/test_configuration.py (bad environment and
-secrets at cold start), tests/test_outcomes.py (DLQ missing for an invalid message, Retry-After in
+that the log says what is wrong. Neighbours: tests/integration/test_configuration.py (bad environment and
+secrets at cold start), tests/integration/test_outcomes.py (DLQ missing for an invalid message, Retry-After in
 seconds beyond the deadline, an unrepresentable Retry-After date).
 """
 
@@ -120,7 +120,7 @@ def test_rejected_update_is_handed_back_while_the_dlq_is_gone_and_dead_lettered_
     logs: FunctionLogs,
 ) -> None:
     # Given the DLQ has been deleted and Portkey answers 404 for one thread (the invalid-message case
-    # is tests/test_outcomes.py::test_dead_letter_queue_failure_hands_the_record_back)
+    # is tests/integration/test_outcomes.py::test_dead_letter_queue_failure_hands_the_record_back)
     dlq_name = aws.dlq_url.rsplit("/", 1)[1]
     aws.sqs.delete_queue(QueueUrl=aws.dlq_url)
     portkey.always("thread_gone", Reply(status=404))

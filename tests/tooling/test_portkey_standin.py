@@ -31,7 +31,7 @@ HEADERS: dict[str, str] = {
     "Content-Type": "application/json",
     "OpenAI-Beta": "assistants=v2",
 }
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Answer(NamedTuple):

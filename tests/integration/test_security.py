@@ -1,8 +1,8 @@
 """Security: what a message can and cannot reach, transport settings, least privilege, secret hygiene.
 
-Neighbours not repeated here: tests/test_models.py (thread-id patterns at the parser),
-tests/test_settings.py (plain-http base URLs), tests/test_template.py (no IAM wildcards),
-tests/test_configuration.py::test_no_secret_value_appears_in_any_output (logger-level DEBUG scan).
+Neighbours not repeated here: tests/unit/test_models.py (thread-id patterns at the parser),
+tests/unit/test_settings.py (plain-http base URLs), tests/infra/test_template.py (no IAM wildcards),
+tests/integration/test_configuration.py::test_no_secret_value_appears_in_any_output (logger-level DEBUG scan).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from thread_updater.portkey import PortkeyClient, create_pool
 from thread_updater.settings import load_settings
 from tools.validate_template import load_sam_template, translate
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_BASE = {"PORTKEY_SECRET_ID": "portkey", "DLQ_URL": "https://sqs.us-east-1.amazonaws.com/1/dlq"}
 
 
