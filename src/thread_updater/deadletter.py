@@ -26,7 +26,7 @@ class Category(StrEnum):
     REJECTED = "rejected"  # Portkey or the provider answered a permanent 4xx
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeadLetter:
     """What operators read and what a replay needs: the reason and the original payload, unchanged."""
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from thread_updater.settings import describe_validation_error
+from thread_updater.validation import describe_validation_error
 
 THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 MODIFY_THREAD_DETAIL_TYPE = "ModifyThread"

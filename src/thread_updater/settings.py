@@ -13,6 +13,7 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from thread_updater.errors import ConfigurationError
+from thread_updater.validation import describe_validation_error
 
 DEFAULT_BASE_URL = "https://api.portkey.ai/v1"
 DEFAULT_MAX_CONCURRENCY = 16
@@ -77,15 +78,6 @@ class Settings(BaseModel):
         if parts.scheme not in {"https", "http"} or not parts.hostname:
             raise ValueError("must be an SQS queue URL")
         return value
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """`field: problem; ...` without the offending values (they may be sensitive)."""
-    problems = []
-    for item in error.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(str(part) for part in item["loc"]) or "value"
-        problems.append(f"{where}: {item['msg']}")
-    return "; ".join(problems)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from devstack.lambda_events import eventbridge_event, sqs_record
 from devstack.portkey_standin import PortkeyStandIn
 from tests.conftest import AwsResources, Invoker
+from thread_updater.jobs import eventbridge_job, sqs_job
 from thread_updater.models import TOO_DEEPLY_NESTED, InvalidUpdate, parse_sqs_body
-from thread_updater.processing import eventbridge_job, sqs_job
 
 settings.register_profile(
     "ci",
