@@ -149,6 +149,28 @@ class RecordedRequest:
 # --------------------------------------------------------------------------- internals
 
 
+@dataclass
+class _TokenBucket:
+    """``per_second`` requests a second with bursts of ``burst``; beyond it, 429 with ``Retry-After``.
+
+    Like a gateway's requests-per-second policy: a refused request is answered at once and costs no token.
+    """
+
+    per_second: float
+    burst: float
+    retry_after: str
+    tokens: float
+    updated_at: float
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.updated_at) * self.per_second)
+        self.updated_at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class _ApiError(Exception):
     """An OpenAI-style error answer."""
 
@@ -438,19 +460,23 @@ class PortkeyStandIn:
         host: str = "127.0.0.1",
         port: int = 0,
         hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
+        latency: float = 0.0,
     ) -> None:
         """Configure; nothing listens until :meth:`start`.
 
         ``api_keys``: if given, ``x-portkey-api-key`` must be one of them. ``auth_tokens``: if
         given, a request carrying ``Authorization`` must carry ``Bearer <one of them>``. A request
-        with neither header is always 401. ``port=0`` lets the OS pick a free port.
+        with neither header is always 401. ``port=0`` lets the OS pick a free port. ``latency``: seconds
+        every normal (unscripted) answer takes, like an upstream call behind the gateway.
         """
         self.prefix = _normalize_prefix(prefix)
         self.require_beta_header = require_beta_header
         self.auto_create = auto_create
         self.host = host
         self.hold_timeout = hold_timeout
+        self.latency = latency
         self._requested_port = port
+        self._bucket: _TokenBucket | None = None
 
         self._cond = threading.Condition(threading.RLock())
         self._api_keys: frozenset[str] | None = None if api_keys is None else frozenset(api_keys)
@@ -562,6 +588,18 @@ class PortkeyStandIn:
         """Replace the accepted ``Authorization: Bearer`` tokens (``None``: accept any)."""
         with self._cond:
             self._auth_tokens = None if auth_tokens is None else frozenset(auth_tokens)
+
+    def rate_limit(
+        self, per_second: float | None, *, burst: float | None = None, retry_after: str = "1"
+    ) -> None:
+        """Accept ``per_second`` thread requests a second (bursts of ``burst``, default one second's worth)
+        and answer the rest 429 with ``Retry-After``, before any script; ``None`` lifts the limit."""
+        with self._cond:
+            if per_second is None:
+                self._bucket = None
+                return
+            capacity = per_second if burst is None else burst
+            self._bucket = _TokenBucket(per_second, capacity, retry_after, capacity, time.monotonic())
 
     def script(self, thread_id: str | None, *replies: Reply) -> None:
         """Queue replies for requests to ``thread_id`` (``None``: any thread); one per request."""
@@ -817,8 +855,16 @@ class PortkeyStandIn:
 
     def _answer(self, handler: _Handler, exchange: _Exchange) -> None:
         """Produce and send the answer: scripted if a reply is queued, else the normal behaviour."""
+        retry_after = self._over_rate_limit(exchange)
+        if retry_after is not None:
+            refused = _Answer(429, json.dumps(_default_error(429)).encode(), {"Retry-After": retry_after})
+            self._write(handler, exchange, refused)
+            return
         reply = self._next_reply(exchange.thread_id)
         if reply is None:
+            if self.latency > 0 and self._stopping.wait(self.latency):
+                handler.close_connection = True  # stopping: drop it
+                return
             try:
                 answer = self._normal(exchange)
             except _ApiError as error:
@@ -829,6 +875,14 @@ class PortkeyStandIn:
             handler.close_connection = True  # stopping: drop it
             return
         self._write(handler, exchange, self._scripted(reply, exchange), drop=reply.drop, drip=reply.drip)
+
+    def _over_rate_limit(self, exchange: _Exchange) -> str | None:
+        """The ``Retry-After`` to answer with when the token bucket refuses this request, else None."""
+        with self._cond:
+            bucket = self._bucket
+            if bucket is None or exchange.thread_id is None or bucket.take(time.monotonic()):
+                return None
+            return bucket.retry_after
 
     def _wait_for_release(self, reply: Reply) -> bool:
         """Honour ``hold`` and ``delay``; False when stop() interrupted the wait."""
@@ -1059,6 +1113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--auth-token", action="append", dest="auth_tokens", help="accepted Bearer token")
     parser.add_argument("--no-beta-header", action="store_true", help="do not require OpenAI-Beta")
     parser.add_argument("--no-auto-create", action="store_true", help="unknown threads are 404")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds each normal answer takes")
+    parser.add_argument("--rate-limit", type=float, help="thread requests per second; beyond: 429")
     args = parser.parse_args(argv)
 
     standin = PortkeyStandIn(
@@ -1069,7 +1125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         auto_create=not args.no_auto_create,
         host=args.host,
         port=args.port,
+        latency=args.latency,
     )
+    standin.rate_limit(args.rate_limit)
     done = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

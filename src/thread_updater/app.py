@@ -22,6 +22,7 @@ from thread_updater.outcomes import (
 )
 from thread_updater.portkey import CallLimits, PortkeyClient, create_pool
 from thread_updater.processing import UpdateProcessor
+from thread_updater.ratelimit import UpstreamLimiter
 from thread_updater.settings import Settings, load_settings
 
 
@@ -38,6 +39,7 @@ class UpdateNotApplied(Exception):
 class Runtime:
     settings: Settings
     processor: UpdateProcessor
+    limiter: UpstreamLimiter
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,10 +52,12 @@ def _build_runtime(settings: Settings) -> Runtime:
         connect_timeout_s=settings.connect_timeout_s,
         read_timeout_s=settings.read_timeout_s,
     )
-    client = PortkeyClient(settings.base_url, pool, credentials, limits=limits)
+    # One limiter for every worker: a Retry-After pauses the whole container, not one request.
+    limiter = UpstreamLimiter(max_concurrency=settings.max_concurrency, max_rps=settings.max_rps)
+    client = PortkeyClient(settings.base_url, pool, credentials, limits=limits, limiter=limiter)
     executor = ThreadPoolExecutor(max_workers=settings.max_concurrency, thread_name_prefix="update")
     processor = UpdateProcessor(client, DeadLetterQueue(settings.dlq_url), executor, settings.max_concurrency)
-    return Runtime(settings, processor)
+    return Runtime(settings, processor, limiter)
 
 
 def current_runtime() -> Runtime:
@@ -94,6 +98,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str
         ]
     else:
         outcomes = runtime.processor.process_batch(jobs, invocation_deadline(context))
+        runtime.limiter.record_metric()
     record_metrics(outcomes)
     return partial_batch_response(records, outcomes)
 
@@ -127,6 +132,7 @@ def handle_eventbridge(event: Mapping[str, Any], context: LambdaContextLike) -> 
     except ConfigurationError as error:  # fail the invocation (Lambda retries it), loudly
         report_configuration_error(error, "the invocation fails and Lambda retries it")
         raise
+    runtime.limiter.record_metric()
     record_metrics([outcome])
     if outcome.result is Result.RETRY:
         raise UpdateNotApplied(f"update {job.message_id} not applied: {outcome.error}")

@@ -23,6 +23,7 @@ from urllib3.util.retry import Retry
 from thread_updater.classification import Verdict, classify_status, is_uncertain
 from thread_updater.credentials import CredentialStore, PortkeyCredentials
 from thread_updater.errors import ConfigurationError
+from thread_updater.ratelimit import UpstreamLimiter, is_rate_limited
 
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
@@ -67,12 +68,23 @@ class _Answer:
     trace_id: str | None
     retry_after: str | None
 
+    @property
+    def retry_after_s(self) -> float | None:
+        return retry_after_seconds(self.retry_after)
+
+    @property
+    def asks_for_a_pause(self) -> bool:
+        """A 429/503 with a positive Retry-After: the whole container waits it out at the gate."""
+        pause = self.retry_after_s
+        return pause is not None and pause > 0 and is_rate_limited(self.status, pause)
+
 
 @dataclass
 class _CallProgress:
     """One ``modify_thread`` call so far: what its attempts saw, for the outcome it ends with."""
 
     attempts: int = 0
+    rate_limited: int = 0  # attempts refused with a Retry-After that fitted: bounded by time, not counted
     refreshed: bool = False
     retry_after_waits: int = 0
     latency_ms: float | None = None
@@ -98,6 +110,16 @@ class _CallProgress:
             retry_after_waits=self.retry_after_waits,
             uncertain=self.uncertain,
         )
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (seconds or an HTTP date; clamped at zero), None if absent or unusable."""
+    if value is None:
+        return None
+    try:
+        return _RETRY_AFTER.parse_retry_after(value)
+    except (InvalidHeader, ValueError, OverflowError):  # unparsable or absurd dates
+        return None
 
 
 def error_message(data: bytes) -> str:
@@ -137,9 +159,16 @@ class PortkeyClient:
     """Sends Modify Thread requests and classifies the answers."""
 
     def __init__(
-        self, base_url: str, pool: urllib3.PoolManager, credentials: CredentialStore, *, limits: CallLimits
+        self,
+        base_url: str,
+        pool: urllib3.PoolManager,
+        credentials: CredentialStore,
+        *,
+        limits: CallLimits,
+        limiter: UpstreamLimiter | None = None,
     ) -> None:
         self._base_url = base_url
+        self._limiter = limiter or UpstreamLimiter()
         self._pool = pool
         self._credentials = credentials
         self._max_attempts = limits.max_attempts
@@ -196,14 +225,17 @@ class PortkeyClient:
         """Apply one update; retries transient answers until attempts or time run out.
 
         ``deadline`` is a ``time.monotonic()`` value; no request starts and no backoff sleeps past it.
+        A 429/503 whose ``Retry-After`` fits the time left is waited out (at the container's gate) and
+        does not use up an attempt: rate-limit waits are bounded by the deadline, not by MAX_ATTEMPTS.
         Raises ConfigurationError when Portkey still refuses the credentials after one refresh.
         """
         url = self.thread_url(thread_id)
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()  # always encodable
         generation, credentials = self._credentials.current()
         call = _CallProgress()
-        while call.attempts < self._max_attempts:
-            if deadline - time.monotonic() < MIN_ATTEMPT_WINDOW_S:
+        while call.attempts - call.rate_limited < self._max_attempts:
+            # Waits for the container's gate and pace; False when that (or the deadline) leaves no time.
+            if not self._limiter.acquire(deadline - MIN_ATTEMPT_WINDOW_S):
                 return call.outcome(CallResult.TRANSIENT, f"out of time: {call.last_error}")
             call.attempts += 1
             answer = self._attempt(url, payload, self._headers(credentials, trace_id), call, deadline)
@@ -222,7 +254,8 @@ class PortkeyClient:
                 call.refreshed = True
                 call.attempts -= 1  # the rotation retry does not use up the update's attempts
                 continue
-            if call.attempts >= self._max_attempts:
+            gated = answer is not None and answer.asks_for_a_pause
+            if call.attempts - call.rate_limited >= self._max_attempts and not gated:
                 break
             wait, asked = self._wait_before_retry(call.attempts, answer.retry_after if answer else None)
             if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
@@ -231,6 +264,9 @@ class PortkeyClient:
                     f"{call.last_error} (waiting {wait:.1f} s would pass the invocation deadline)",
                 )
             call.retry_after_waits += asked
+            if gated:  # the container's gate holds this retry with every other request
+                call.rate_limited += 1
+                continue
             time.sleep(wait)
         return call.outcome(CallResult.TRANSIENT, call.last_error)
 
@@ -249,6 +285,7 @@ class PortkeyClient:
         try:
             answer = self._post(url, payload, headers, deadline)
         except HTTPError as error:
+            self._limiter.settle(sent_at, status=None, retry_after_s=None)
             call.record(
                 latency_ms=round((time.monotonic() - sent_at) * 1000, 1),
                 status=None,
@@ -257,6 +294,7 @@ class PortkeyClient:
                 uncertain=is_uncertain(error=error),
             )
             return None
+        self._limiter.settle(sent_at, status=answer.status, retry_after_s=answer.retry_after_s)
         call.record(
             latency_ms=round((time.monotonic() - sent_at) * 1000, 1),
             status=answer.status,
@@ -269,10 +307,8 @@ class PortkeyClient:
     @staticmethod
     def _wait_before_retry(attempts: int, retry_after: str | None) -> tuple[float, int]:
         """Seconds to wait, and 1 if the server asked for them (Retry-After); else jittered backoff."""
-        if retry_after is not None:
-            try:
-                return _RETRY_AFTER.parse_retry_after(retry_after), 1
-            except (InvalidHeader, ValueError, OverflowError):  # unparsable or absurd dates: back off
-                pass
+        asked = retry_after_seconds(retry_after)
+        if asked is not None:
+            return asked, 1
         ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
         return random.uniform(0, ceiling), 0  # noqa: S311 - jitter, not cryptography

@@ -43,6 +43,14 @@ class Settings(BaseModel):
     secret_max_age_s: Annotated[int, Field(alias="POWERTOOLS_PARAMETERS_MAX_AGE", ge=0, le=86400)] = 300
     connect_timeout_s: Annotated[float, Field(alias="PORTKEY_CONNECT_TIMEOUT", gt=0, le=60)] = 3.05
     read_timeout_s: Annotated[float, Field(alias="PORTKEY_READ_TIMEOUT", gt=0, le=900)] = 30.0
+    # Requests per second per container; unset or 0: no static cap (the adaptive limit still applies).
+    max_rps: Annotated[float | None, Field(alias="PORTKEY_MAX_RPS", ge=0, le=10000)] = None
+
+    @field_validator("max_rps")
+    @classmethod
+    def _zero_is_no_cap(cls, value: float | None) -> float | None:
+        """0 is what the template passes when the operator sets no cap."""
+        return value or None
 
     @field_validator("base_url")
     @classmethod
