@@ -42,12 +42,15 @@ MIN_RATE_RPS = 0.5
 # Waiting workers leave the gate spread over this share of its closure (at most the cap).
 JITTER_SHARE = 0.1
 JITTER_CAP_S = 0.5
+# A Retry-After further out than this (a clock a day ahead, say) closes the gate this long only: one
+# request then asks again, and the upstream closes it again if it meant it.
+GATE_CAP_S = 60.0
 _LATENCY_WEIGHT = 0.2  # exponentially weighted mean of answer times
 
 
 def is_rate_limited(status: int | None, retry_after_s: float | None) -> bool:
-    """A 429, or a 503 with ``Retry-After``: the upstream asks for less traffic."""
-    return status == 429 or (status == 503 and retry_after_s is not None)
+    """A 429, or a 503 with a positive ``Retry-After``: the upstream asks for less traffic."""
+    return status == 429 or (status == 503 and retry_after_s is not None and retry_after_s > 0)
 
 
 class UpstreamLimiter:
@@ -75,6 +78,7 @@ class UpstreamLimiter:
         self._jitter_s = 0.0
         self._decreased_at = float("-inf")
         self._successes: deque[float] = deque()
+        self._in_flight = 0
         self._latency_s: float | None = None
 
     @property
@@ -97,9 +101,11 @@ class UpstreamLimiter:
                 start = self._reserve(self._clock(), latest_start)
             if start is None:
                 return False
-            self._sleep(max(0.0, start - self._clock()))
+            if (wait := start - self._clock()) > 0:
+                self._sleep(wait)
             with self._lock:
                 if self._gate_until <= start:
+                    self._in_flight += 1
                     return True
 
     def _reserve(self, now: float, latest_start: float) -> float | None:
@@ -120,6 +126,7 @@ class UpstreamLimiter:
         """Learn from one answer (``status`` None: no answer arrived) to a request sent at ``sent_at``."""
         now = self._clock()
         with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
             self._latency_s = (
                 now - sent_at
                 if self._latency_s is None
@@ -135,7 +142,7 @@ class UpstreamLimiter:
                 self._probe()
 
     def _close_gate(self, now: float, retry_after_s: float) -> None:
-        until = now + retry_after_s
+        until = now + min(retry_after_s, GATE_CAP_S)
         if until > self._gate_until:
             self._gate_until = until
             self._jitter_s = min(JITTER_CAP_S, JITTER_SHARE * retry_after_s)
@@ -145,7 +152,12 @@ class UpstreamLimiter:
             )
 
     def _slow_down(self, now: float) -> None:
-        """Pace at the rate the upstream just accepted (or below the current pace, if too little is known)."""
+        """Pace at the rate the upstream just accepted (or below the current pace, if too little is known).
+
+        Accepted: the answers of the last second, plus the requests still in flight (a refusal comes
+        back at once while an accepted request takes its latency, so most of what the upstream just
+        accepted is still on its way back).
+        """
         resumed_at = self._gate_until if self._gate_until <= now else float("-inf")
         since = max(now - SUCCESS_WINDOW_S, resumed_at)
         while self._successes and self._successes[0] < since:
@@ -154,7 +166,7 @@ class UpstreamLimiter:
         if self._rate is not None and span < SUCCESS_WINDOW_S / 2:
             observed = self._rate
         else:
-            observed = len(self._successes) / max(span, SUCCESS_WINDOW_S / 2)
+            observed = (len(self._successes) + self._in_flight) / max(span, SUCCESS_WINDOW_S / 2)
         pace = max(MIN_RATE_RPS, observed * DECREASE)
         self._set_rate(min(pace, self._cap) if self._cap is not None else pace, "rate limited")
         self._decreased_at = now

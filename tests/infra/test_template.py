@@ -29,6 +29,7 @@ EXPECTED_ENV_VARS = {
     "DLQ_URL",
     "MAX_ATTEMPTS",
     "MAX_CONCURRENCY",
+    "PORTKEY_MAX_RPS",
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
@@ -199,6 +200,7 @@ def test_environment_variables_are_exactly_the_documented_ones(function_props: d
     assert variables["DLQ_URL"] == {"Ref": "DeadLetterQueue"}
     assert variables["MAX_ATTEMPTS"] == {"Ref": "MaxAttempts"}
     assert variables["MAX_CONCURRENCY"] == {"Ref": "MaxConcurrency"}
+    assert variables["PORTKEY_MAX_RPS"] == {"Ref": "PortkeyMaxRps"}
     assert variables["POWERTOOLS_SERVICE_NAME"] == "portkey-thread-updater"
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "PortkeyThreadUpdater"
     assert variables["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
@@ -384,6 +386,7 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         "PortkeyBaseUrl": {"Default": "https://api.portkey.ai/v1"},
         "MaxAttempts": {"Default": 3, "MinValue": 1, "MaxValue": 10},
         "MaxConcurrency": {"Default": 16, "MinValue": 1, "MaxValue": 64},
+        "PortkeyMaxRps": {"Default": 0, "MinValue": 0, "MaxValue": 10000},
         "MaxReceiveCount": {"Default": 5},
         "BatchSize": {"Default": 10, "MinValue": 1, "MaxValue": 10000},
         "MaximumBatchingWindowInSeconds": {"Default": 1, "MinValue": 0, "MaxValue": 300},

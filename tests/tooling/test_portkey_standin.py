@@ -385,6 +385,35 @@ def test_scripted_429_with_retry_after_then_success(standin: PortkeyStandIn) -> 
     assert standin.pending_scripts("thread_1") == 0
 
 
+def test_token_bucket_refuses_beyond_its_rate_before_any_script(standin: PortkeyStandIn) -> None:
+    # Given a limit of 3 requests a second (bursts of 3), Retry-After: 2, and a script for the thread
+    standin.rate_limit(3, retry_after="2")
+    standin.script("thread_1", Reply(status=201))
+
+    # When five requests arrive at once
+    answers = [post(standin, "thread_1", {"metadata": {"n": str(n)}}) for n in range(5)]
+
+    # Then the first three pass (the first one consuming the script), the rest are 429 with
+    # Retry-After and leave the store alone; lifting the limit lets requests through again
+    assert [answer.status for answer in answers][:3] == [201, 200, 200]
+    refused = [answer for answer in answers[3:] if answer.status == 429]
+    assert refused
+    assert all(answer.headers["retry-after"] == "2" for answer in refused)
+    assert refused[0].json["error"]["code"] == "rate_limit_exceeded"
+    assert answer_thread(standin, "thread_1")["metadata"]["n"] in {"2", "3", "4"}
+    standin.rate_limit(None)
+    assert post(standin, "thread_1", {"metadata": {}}).status == 200
+
+
+def test_latency_delays_normal_answers(standin: PortkeyStandIn) -> None:
+    # Given normal answers that take 30 s
+    standin.latency = 30
+
+    # When the client waits briefly, Then it times out
+    with pytest.raises(TimeoutError):
+        post(standin, "thread_1", {}, timeout=0.2)
+
+
 def test_thread_queue_is_used_before_the_any_thread_queue(standin: PortkeyStandIn) -> None:
     # Given a queue for any thread and one for thread_1
     standin.script(None, Reply(status=500), Reply(status=502))

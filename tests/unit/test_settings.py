@@ -14,6 +14,13 @@ def test_defaults() -> None:
     settings = load_settings(BASE)
     assert settings.base_url == "https://api.portkey.ai/v1"
     assert (settings.max_attempts, settings.max_concurrency, settings.secret_max_age_s) == (3, 16, 300)
+    assert settings.max_rps is None
+
+
+@pytest.mark.parametrize(("value", "cap"), [("0", None), ("12.5", 12.5), ("100", 100.0)])
+def test_portkey_max_rps_is_a_cap_or_nothing(value: str, cap: float | None) -> None:
+    # The template passes 0 when no cap is set
+    assert load_settings({**BASE, "PORTKEY_MAX_RPS": value}).max_rps == cap
 
 
 @pytest.mark.parametrize(
@@ -40,6 +47,8 @@ def test_https_or_loopback_base_urls_are_accepted(url: str) -> None:
         ({"MAX_ATTEMPTS": "three"}, "MAX_ATTEMPTS"),
         ({"MAX_ATTEMPTS": "0"}, "MAX_ATTEMPTS"),
         ({"MAX_CONCURRENCY": "0"}, "MAX_CONCURRENCY"),
+        ({"PORTKEY_MAX_RPS": "-1"}, "PORTKEY_MAX_RPS"),
+        ({"PORTKEY_MAX_RPS": "fast"}, "PORTKEY_MAX_RPS"),
     ],
 )
 def test_malformed_variables_are_named(overrides: dict[str, str], variable: str) -> None:
