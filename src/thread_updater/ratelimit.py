@@ -139,6 +139,8 @@ class UpstreamLimiter:
                     self._close_gate(now, retry_after_s)
             elif status is not None:
                 self._successes.append(now)
+                while self._successes[0] < now - SUCCESS_WINDOW_S:  # memory stays flat
+                    self._successes.popleft()
                 self._probe()
 
     def _close_gate(self, now: float, retry_after_s: float) -> None:
@@ -160,13 +162,12 @@ class UpstreamLimiter:
         """
         resumed_at = self._gate_until if self._gate_until <= now else float("-inf")
         since = max(now - SUCCESS_WINDOW_S, resumed_at)
-        while self._successes and self._successes[0] < since:
-            self._successes.popleft()
+        accepted = sum(1 for answered_at in self._successes if answered_at >= since)
         span = now - since
         if self._rate is not None and span < SUCCESS_WINDOW_S / 2:
             observed = self._rate
         else:
-            observed = (len(self._successes) + self._in_flight) / max(span, SUCCESS_WINDOW_S / 2)
+            observed = (accepted + self._in_flight) / max(span, SUCCESS_WINDOW_S / 2)
         pace = max(MIN_RATE_RPS, observed * DECREASE)
         self._set_rate(min(pace, self._cap) if self._cap is not None else pace, "rate limited")
         self._decreased_at = now
