@@ -38,6 +38,8 @@ class DeadLetter:
     message_id: str
     payload: str
     attempts: int
+    version: int | None = None  # the update's effective version: a replay carries it along
+    version_source: str | None = None
     failed_at: str = ""
 
     def to_json(self) -> str:
