@@ -21,7 +21,7 @@ from urllib3.exceptions import HTTPError, InvalidHeader
 from urllib3.util.retry import Retry
 
 from thread_updater.classification import Verdict, classify_status, is_uncertain
-from thread_updater.credentials import CredentialStore, PortkeyCredentials
+from thread_updater.credentials import CredentialSource, PortkeyCredentials
 from thread_updater.errors import ConfigurationError
 from thread_updater.ratelimit import UpstreamLimiter, is_rate_limited
 
@@ -59,6 +59,7 @@ class CallOutcome:
     retry_after_waits: int = 0  # waits the server asked for with Retry-After
     # Some attempt's outcome is unknown (timed out, dropped, 5xx): the upstream may still apply it later.
     uncertain: bool = False
+    retry_after_s: float | None = None  # what the last answer's Retry-After asked for
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class _CallProgress:
     trace_id: str | None = None
     last_error: str = "no attempt made"
     uncertain: bool = False
+    retry_after_s: float | None = None
 
     def record(
         self, *, latency_ms: float, status: int | None, trace_id: str | None, error: str, uncertain: bool
@@ -109,16 +111,18 @@ class _CallProgress:
             latency_ms=self.latency_ms,
             retry_after_waits=self.retry_after_waits,
             uncertain=self.uncertain,
+            retry_after_s=self.retry_after_s,
         )
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` in seconds (seconds or an HTTP date; clamped at zero), None if absent or unusable."""
-    if value is None:
+def retry_after_seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` header (seconds or HTTP date, clamped at zero) in seconds; None when absent,
+    unparsable or absurd (then ordinary backoff applies)."""
+    if header is None:
         return None
     try:
-        return _RETRY_AFTER.parse_retry_after(value)
-    except (InvalidHeader, ValueError, OverflowError):  # unparsable or absurd dates
+        return _RETRY_AFTER.parse_retry_after(header)
+    except (InvalidHeader, ValueError, OverflowError):
         return None
 
 
@@ -162,7 +166,7 @@ class PortkeyClient:
         self,
         base_url: str,
         pool: urllib3.PoolManager,
-        credentials: CredentialStore,
+        credentials: CredentialSource,
         *,
         limits: CallLimits,
         limiter: UpstreamLimiter | None = None,
@@ -254,10 +258,11 @@ class PortkeyClient:
                 call.refreshed = True
                 call.attempts -= 1  # the rotation retry does not use up the update's attempts
                 continue
+            call.retry_after_s = retry_after_seconds(answer.retry_after) if answer else None
             gated = answer is not None and answer.asks_for_a_pause
             if call.attempts - call.rate_limited >= self._max_attempts and not gated:
                 break
-            wait, asked = self._wait_before_retry(call.attempts, answer.retry_after if answer else None)
+            wait, asked = self._wait_before_retry(call.attempts, call.retry_after_s)
             if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
                 return call.outcome(
                     CallResult.TRANSIENT,
@@ -305,10 +310,9 @@ class PortkeyClient:
         return answer
 
     @staticmethod
-    def _wait_before_retry(attempts: int, retry_after: str | None) -> tuple[float, int]:
+    def _wait_before_retry(attempts: int, retry_after_s: float | None) -> tuple[float, int]:
         """Seconds to wait, and 1 if the server asked for them (Retry-After); else jittered backoff."""
-        asked = retry_after_seconds(retry_after)
-        if asked is not None:
-            return asked, 1
+        if retry_after_s is not None:
+            return retry_after_s, 1
         ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
         return random.uniform(0, ceiling), 0  # noqa: S311 - jitter, not cryptography
