@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from bench import rate_limited
 from bench.contenders import CONTENDERS, OURS, RAW16, SDK, SEQ
+from bench.rate_limited import RateRun
 from bench.scenarios import (
     BATCHES,
     CONCURRENCY,
@@ -115,6 +117,7 @@ class Results:
     verdicts: list[Verdict]
     diagnostics: list[dict[str, Any]]
     total_s: float
+    rate_limited: list[RateRun] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         """The ``results.json`` document (every sample)."""
@@ -127,6 +130,7 @@ class Results:
             "rss": self.rss,
             "log_line_cost": self.diagnostics,
             "targets": [asdict(v) for v in self.verdicts],
+            "rate_limited": rate_limited.as_json(self.rate_limited),
         }
 
 
@@ -140,6 +144,7 @@ def markdown(results: Results) -> str:
     lines += _rss_and_targets(results.rss, results.verdicts)
     lines += _imports_line(results.imports)
     lines += _log_line_cost_table(results.diagnostics)
+    lines += rate_limited.markdown(results.rate_limited)
     return "\n".join(lines) + "\n"
 
 

@@ -15,7 +15,9 @@ Contenders (``bench.contenders``), all against the same local Portkey-like serve
 
 Warm invocations are timed in this process (each contender is warmed up at every latency first);
 cold start (import + first 1-record invocation) and peak RSS (10,000 records) are measured in fresh
-interpreters (``bench.child``); see ``bench.measure``. ``bench.report`` writes ``bench/out/results.md``,
+interpreters (``bench.child``); see ``bench.measure``. Then the rate-limited scenario
+(``bench.rate_limited``; alone with ``--rate-limited-only``). ``bench.report`` writes
+``bench/out/results.md``,
 ``bench/out/results.json`` and ``bench/out/bench.png``. Stops every server and process it started,
 also on Ctrl-C.
 """
@@ -33,6 +35,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
@@ -40,7 +43,8 @@ for _path in (str(SRC), str(ROOT)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from bench.contenders import SECRET, Contender, Control, all_contenders  # noqa: E402
+from bench import rate_limited  # noqa: E402
+from bench.contenders import SECRET, Contender, Control, all_contenders, load_handlers  # noqa: E402
 from bench.latency_server import LatencyServerProcess  # noqa: E402
 from bench.measure import (  # noqa: E402
     OUT,
@@ -83,6 +87,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="fewer repeats, and skip sequential runs that would take more than 5 s (extrapolated)",
     )
+    parser.add_argument(
+        "--rate-limited-only",
+        action="store_true",
+        help="only the rate-limited scenario (a token bucket at 20/s and 50/s): printed, nothing written",
+    )
     return parser.parse_args(argv)
 
 
@@ -120,6 +129,8 @@ def measure_all(mode: Mode, out: TextIO, started: float) -> Results:
             cold = cold_starts(mode, out)
             imports = {which: import_breakdown(which) for which in ("ours", "sdk")}
             rss = peak_rss(out)
+            ours, _ = load_handlers(sink)
+            rate_runs = rate_limited.measure(ours, RATE_REPEATS[mode.name], sink, out)
         finally:
             for contender in contenders:
                 contender.close()
@@ -133,7 +144,24 @@ def measure_all(mode: Mode, out: TextIO, started: float) -> Results:
         verdicts=verdicts(headline, cold, rss),
         diagnostics=diagnostics,
         total_s=time.perf_counter() - started,
+        rate_limited=rate_runs,
     )
+
+
+RATE_REPEATS = {QUICK.name: 1, FULL.name: 3}
+
+
+def rate_limited_only(mode: Mode, out: TextIO) -> None:
+    """The rate-limited scenario alone: moto for the function's secret and DLQ, the table on stdout."""
+    with open(os.devnull, "w") as sink, moto_server() as endpoint:
+        resources = create_resources(endpoint, SECRET)
+        environment = function_environment(
+            resources, "http://127.0.0.1:9/v1", MAX_CONCURRENCY=str(CONCURRENCY)
+        )
+        with mock.patch.dict(os.environ, environment):
+            handler, _ = load_handlers(sink)
+            runs = rate_limited.measure(handler, RATE_REPEATS[mode.name], sink, out)
+    out.write("\n".join(rate_limited.markdown(runs)) + "\n")
 
 
 def write_outputs(results: Results) -> list[Path]:
@@ -157,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     out.write(f"bench ({mode.name} mode): {os.cpu_count()} CPUs, Python {platform.python_version()}\n")
+    if args.rate_limited_only:
+        rate_limited_only(mode, out)
+        return 0
     results = measure_all(mode, out, started)
     print_summary(results, write_outputs(results), out)
     return 0
