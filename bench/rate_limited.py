@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, TextIO
 from unittest import mock
 
@@ -264,3 +265,40 @@ def markdown(runs: Sequence[RateRun]) -> list[str]:
 
 def as_json(runs: Sequence[RateRun]) -> list[dict[str, Any]]:
     return [asdict(run) for run in runs]
+
+
+COLORS = {FIXED: "#999999", AIMD: "#ff7f0e", OURS: "#2ca02c"}
+
+
+def chart(runs: Sequence[RateRun], path: Path) -> None:
+    """``rate_limited.png``: 429 answers and wall time against the ideal, per limit and contender."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summaries = summarize(runs)
+    figure, (refused_axis, wall_axis) = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(CONTENDERS)
+    for offset, contender in enumerate(CONTENDERS):
+        mine = [s for s in summaries if s.contender == contender]
+        positions = [index + (offset - 1) * width for index in range(len(mine))]
+        refused = [100 * s.refused / s.updates for s in mine]
+        walls = [s.wall_s / s.ideal_s for s in mine]
+        refused_axis.bar(positions, refused, width, label=contender, color=COLORS[contender])
+        wall_axis.bar(positions, walls, width, label=contender, color=COLORS[contender])
+    labels = [f"{rate:.0f}/s x {count}" for rate, count in LIMITS]
+    for axis in (refused_axis, wall_axis):
+        axis.set_xticks(range(len(labels)), labels)
+    for index, (rate, _) in enumerate(LIMITS):
+        target = 100 * TARGET_429_SHARE[rate]
+        refused_axis.hlines(target, index - 0.4, index + 0.4, colors="black", linestyles="dashed")
+    wall_axis.axhline(TARGET_WALL_RATIO, color="black", linestyle="dashed", label="target")
+    refused_axis.set_ylabel("429 answers (% of updates)")
+    refused_axis.set_title("wasted calls (dashed: target)")
+    wall_axis.set_ylabel("wall time / ideal (updates / limit)")
+    wall_axis.set_title("time to apply the batch")
+    wall_axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -90,7 +90,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rate-limited-only",
         action="store_true",
-        help="only the rate-limited scenario (a token bucket at 20/s and 50/s): printed, nothing written",
+        help="only the rate-limited scenario (token buckets of 20/s and 50/s): bench/out/rate_limited.*",
     )
     return parser.parse_args(argv)
 
@@ -148,7 +148,7 @@ def measure_all(mode: Mode, out: TextIO, started: float) -> Results:
     )
 
 
-RATE_REPEATS = {QUICK.name: 1, FULL.name: 3}
+RATE_REPEATS = {QUICK.name: 1, FULL.name: 5}
 
 
 def rate_limited_only(mode: Mode, out: TextIO) -> None:
@@ -161,7 +161,10 @@ def rate_limited_only(mode: Mode, out: TextIO) -> None:
         with mock.patch.dict(os.environ, environment):
             handler, _ = load_handlers(sink)
             runs = rate_limited.measure(handler, RATE_REPEATS[mode.name], sink, out)
-    out.write("\n".join(rate_limited.markdown(runs)) + "\n")
+    table = "\n".join(rate_limited.markdown(runs)) + "\n"
+    (OUT / "rate_limited.md").write_text(table)
+    rate_limited.chart(runs, OUT / "rate_limited.png")
+    out.write(f"{table}wrote {OUT / 'rate_limited.md'}, {OUT / 'rate_limited.png'}\n")
 
 
 def write_outputs(results: Results) -> list[Path]:
@@ -170,6 +173,9 @@ def write_outputs(results: Results) -> list[Path]:
     written[0].write_text(markdown(results))
     written[1].write_text(json.dumps(results.as_json(), indent=2))
     chart(results.cells, results.headline, results.cold, written[2])
+    if results.rate_limited:
+        written.append(OUT / "rate_limited.png")
+        rate_limited.chart(results.rate_limited, written[-1])
     for name in ("cold-ours.json", "cold-sdk.json"):
         (OUT / name).unlink(missing_ok=True)
     return written
