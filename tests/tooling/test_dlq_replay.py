@@ -13,6 +13,10 @@ import boto3
 import pytest
 
 from ops.dlq.cli import main
+from ops.dlq.replay import ReplayOptions, ReplayRun, Selection
+from ops.dlq.scan import Scanner
+from ops.dlq.send import Sender
+from ops.dlq.supersede import is_superseded
 from tests.conftest import AwsResources
 from tests.tooling.dlq_support import (
     EVENT_SOURCE,
@@ -396,3 +400,126 @@ def test_eventbridge_delivery_dlq_events_are_undelivered_and_re_put(
     (delivered,) = drain(aws.sqs, bus.capture_url)
     assert json.loads(delivered["Body"])["detail"] == event["detail"]
     assert counts(aws.sqs, aws.dlq_url) == (0, 0)
+
+
+# --------------------------------------------------------------------------- versions and order
+
+
+def test_version_goes_with_the_copy_to_the_source_queue(
+    aws: AwsResources, dlq: Dlq, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given a letter carrying the update's version (taken from the original SentTimestamp) and an old
+    letter without one, then the first copy has the Number attribute `version` = that version (so the
+    replay is not taken for a newer update), the second has none."""
+    dlq.versioned("thread_v", version=1767225600123, version_source="sent_timestamp")
+    dlq.envelope("thread_old", payload=update("thread_old"))
+
+    code, out = run(capsys, *to_queue(aws))
+
+    assert code == 0, out
+    copies = {
+        json.loads(m["Body"])["thread_id"]: m.get("MessageAttributes", {})
+        for m in drain(aws.sqs, aws.queue_url)
+    }
+    assert copies["thread_v"]["version"] == {"DataType": "Number", "StringValue": "1767225600123"}
+    assert "version" not in copies["thread_old"]
+    assert " v1767225600123 " in out
+
+
+def test_bus_copy_carries_version_in_detail_and_the_original_time(
+    aws: AwsResources, dlq: Dlq, bus: Bus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given EventBridge letters with a version, one whose detail has none and one whose detail has its
+    own, then the re-put events keep their original `time`, the first gets `detail.version` from the
+    letter and the second keeps its own."""
+    original_time = "2026-01-02T03:04:05Z"
+    for thread_id, detail_version in (("thread_nov", None), ("thread_own", 4)):
+        event = eventbridge_event(thread_id)
+        event["time"] = original_time
+        if detail_version is not None:
+            event["detail"]["version"] = detail_version
+        dlq.versioned(
+            thread_id, version=9, version_source="event_time", source="eventbridge", payload=json.dumps(event)
+        )
+
+    code, out = run(capsys, "replay", "--dlq-url", aws.dlq_url, "--event-bus", bus.name)
+
+    assert code == 0, out
+    delivered = {
+        event["detail"]["thread_id"]: event
+        for event in (json.loads(m["Body"]) for m in drain(aws.sqs, bus.capture_url))
+    }
+    assert delivered["thread_nov"]["detail"]["version"] == 9
+    assert delivered["thread_own"]["detail"]["version"] == 4
+    assert {event["time"] for event in delivered.values()} == {original_time}
+
+
+def test_letters_of_a_thread_are_replayed_oldest_first(
+    aws: AwsResources, dlq: Dlq, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given one thread's letters with versions 3, 1, 2 (in that order in the DLQ) and another thread's
+    unversioned letters, newest failure first, when replayed to a FIFO source queue, then each thread's
+    copies arrive in version order, else in failure order."""
+    fifo_url = aws.sqs.create_queue(
+        QueueName=f"updates-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}
+    )["QueueUrl"]
+    for version in (3, 1, 2):
+        dlq.versioned(
+            "thread_o", version=version, version_source="body", payload=update("thread_o", v=str(version))
+        )
+    dlq.envelope("thread_p", payload=update("thread_p", n="second"), failed_at=ago(minutes=1))
+    dlq.envelope("thread_p", payload=update("thread_p", n="first"), failed_at=ago(minutes=5))
+
+    code, out = run(capsys, "replay", "--dlq-url", aws.dlq_url, "--source-queue-url", fifo_url)
+
+    assert code == 0, out
+    arrived = [json.loads(message["Body"]) for message in drain(aws.sqs, fifo_url)]
+    assert [m["metadata"]["v"] for m in arrived if m["thread_id"] == "thread_o"] == ["1", "2", "3"]
+    assert [m["metadata"]["n"] for m in arrived if m["thread_id"] == "thread_p"] == ["first", "second"]
+
+
+# --------------------------------------------------------------------------- superseded letters
+
+
+def superseded_run(aws: AwsResources, *, force: bool, out: io.StringIO) -> ReplayRun:
+    """A replay whose superseded check says: versions below 5 were overtaken by a newer applied one."""
+    sqs = boto3.client("sqs")
+    scanner = Scanner(sqs, aws.dlq_url, visibility_timeout=30, wait_seconds=0, max_messages=100)
+    sender = Sender(sqs, None, source_queue_url=aws.queue_url, routes=None)
+    options = ReplayOptions(selection=Selection(), force=force)
+    return ReplayRun(
+        scanner=scanner,
+        sender=sender,
+        options=options,
+        out=out,
+        err=io.StringIO(),
+        superseded=lambda letter: letter.version is not None and letter.version < 5,
+    )
+
+
+def test_superseded_letters_are_kept_and_reported_unless_forced(dlq: Dlq, aws: AwsResources) -> None:
+    """Given letters with versions 3 and 7 and a check saying version 3 is superseded, then 7 is
+    replayed, 3 stays in the DLQ with a `superseded` audit line and count (exit 0); with --force it is
+    replayed too."""
+    dlq.versioned("thread_s", version=3, version_source="body")
+    dlq.versioned("thread_s", version=7, version_source="body")
+    out = io.StringIO()
+
+    assert superseded_run(aws, force=False, out=out).run() == 0
+
+    (line,) = [line for line in out.getvalue().splitlines() if line.startswith("superseded ")]
+    assert " v3 " in line
+    assert "superseded 1," in out.getvalue()
+    assert counts(aws.sqs, aws.queue_url) == (1, 0)
+    assert counts(aws.sqs, aws.dlq_url) == (1, 0)
+
+    assert superseded_run(aws, force=True, out=io.StringIO()).run() == 0
+    assert counts(aws.sqs, aws.queue_url) == (2, 0)
+    assert counts(aws.sqs, aws.dlq_url) == (0, 0)
+
+
+def test_default_seam_supersedes_nothing() -> None:
+    from ops.dlq.letters import classify
+
+    letter = classify({"MessageId": "m", "Body": json.dumps({"thread_id": "t", "metadata": {}})})
+    assert is_superseded(letter) is False
