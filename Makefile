@@ -71,7 +71,7 @@ run: venv
 # rule), the Portkey stand-in and the function behind a poller. `make up` prints the variables to
 # export (also written to build/devstack/env.sh); `make down` stops it.
 up: venv
-	$(BIN)/python -m devstack.up start $(ARGS)
+	$(BIN)/python -m devstack.up start
 
 down: venv
 	$(BIN)/python -m devstack.up stop
