@@ -58,6 +58,7 @@ class CallOutcome:
     retry_after_waits: int = 0  # waits the server asked for with Retry-After
     # Some attempt's outcome is unknown (timed out, dropped, 5xx): the upstream may still apply it later.
     uncertain: bool = False
+    retry_after_s: float | None = None  # what the last answer's Retry-After asked for
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class _CallProgress:
     trace_id: str | None = None
     last_error: str = "no attempt made"
     uncertain: bool = False
+    retry_after_s: float | None = None
 
     def record(
         self, *, latency_ms: float, status: int | None, trace_id: str | None, error: str, uncertain: bool
@@ -97,7 +99,19 @@ class _CallProgress:
             latency_ms=self.latency_ms,
             retry_after_waits=self.retry_after_waits,
             uncertain=self.uncertain,
+            retry_after_s=self.retry_after_s,
         )
+
+
+def retry_after_seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` header (seconds or HTTP date, clamped at zero) in seconds; None when absent,
+    unparsable or absurd (then ordinary backoff applies)."""
+    if header is None:
+        return None
+    try:
+        return _RETRY_AFTER.parse_retry_after(header)
+    except (InvalidHeader, ValueError, OverflowError):
+        return None
 
 
 def error_message(data: bytes) -> str:
@@ -222,9 +236,10 @@ class PortkeyClient:
                 call.refreshed = True
                 call.attempts -= 1  # the rotation retry does not use up the update's attempts
                 continue
+            call.retry_after_s = retry_after_seconds(answer.retry_after) if answer else None
             if call.attempts >= self._max_attempts:
                 break
-            wait, asked = self._wait_before_retry(call.attempts, answer.retry_after if answer else None)
+            wait, asked = self._wait_before_retry(call.attempts, call.retry_after_s)
             if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
                 return call.outcome(
                     CallResult.TRANSIENT,
@@ -267,12 +282,9 @@ class PortkeyClient:
         return answer
 
     @staticmethod
-    def _wait_before_retry(attempts: int, retry_after: str | None) -> tuple[float, int]:
+    def _wait_before_retry(attempts: int, retry_after_s: float | None) -> tuple[float, int]:
         """Seconds to wait, and 1 if the server asked for them (Retry-After); else jittered backoff."""
-        if retry_after is not None:
-            try:
-                return _RETRY_AFTER.parse_retry_after(retry_after), 1
-            except (InvalidHeader, ValueError, OverflowError):  # unparsable or absurd dates: back off
-                pass
+        if retry_after_s is not None:
+            return retry_after_s, 1
         ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
         return random.uniform(0, ceiling), 0  # noqa: S311 - jitter, not cryptography
