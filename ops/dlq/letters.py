@@ -268,6 +268,7 @@ def classify(message: MessageTypeDef) -> Letter:
         document
     ):
         return _undelivered(message, document, common)
+    version = _redriven_version(message, document)
     return Letter(
         **common,
         shape="redriven",
@@ -277,5 +278,20 @@ def classify(message: MessageTypeDef) -> Letter:
         source="sqs",
         reason="not applied after maxReceiveCount receives; moved here by the source queue's redrive policy",
         failed_at=common["sent_at"],
+        version=version,
+        version_source="sent_timestamp" if version is not None else None,
         target=Target(kind="queue", body=body, attributes=_passthrough_attributes(message)),
     )
+
+
+def _redriven_version(message: MessageTypeDef, document: object) -> int | None:
+    """The version the function gave a redriven body: its SentTimestamp, which a standard queue's redrive
+    keeps. Only when nothing else gave it one (no ``version`` in the body or attributes, not an
+    EventBridge event with its ``time``), and not from a FIFO DLQ, whose SentTimestamp is the move's."""
+    system = message.get("Attributes", {})
+    if "MessageGroupId" in system or "version" in message.get("MessageAttributes", {}):
+        return None
+    if not isinstance(document, dict) or "version" in document or _is_eventbridge_event(document):
+        return None
+    sent = system.get("SentTimestamp", "")
+    return int(sent) if sent.isdecimal() else None

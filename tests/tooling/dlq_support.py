@@ -63,6 +63,23 @@ def drain(sqs: SQSClient, url: str) -> list[dict[str, Any]]:
     return found
 
 
+def peek(sqs: SQSClient, url: str) -> list[dict[str, Any]]:
+    """Every message of a queue (bounded), read and made visible again: nothing deleted."""
+    found: list[dict[str, Any]] = []
+    for _ in range(100):
+        messages = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=300, MessageSystemAttributeNames=["All"]
+        ).get("Messages", [])
+        if not messages:
+            break
+        found += [dict(message) for message in messages]
+    for message in found:
+        sqs.change_message_visibility(
+            QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+    return found
+
+
 def bodies(sqs: SQSClient, url: str) -> list[str]:
     return sorted(message["Body"] for message in drain(sqs, url))
 
@@ -122,7 +139,7 @@ class Dlq:
         self.sender.send(letter, deadline=time.monotonic() + 60)
 
     def versioned(self, thread_id: str, *, version: int | None, version_source: str, **fields: Any) -> None:
-        """An envelope as the function writes it once letters carry the update's effective version."""
+        """An envelope carrying the update's effective version, as the function writes it."""
         letter = DeadLetter(
             category=fields.pop("category", Category.REJECTED),
             error=fields.pop("error", "HTTP 404: No thread found."),
@@ -132,10 +149,10 @@ class Dlq:
             message_id=str(uuid.uuid4()),
             payload=fields.pop("payload", update(thread_id)),
             attempts=1,
-            failed_at=fields.pop("failed_at", ""),
+            version=version,
+            version_source=version_source,
         )
-        document = {**json.loads(letter.to_json()), "version": version, "version_source": version_source}
-        self.aws.sqs.send_message(QueueUrl=self.aws.dlq_url, MessageBody=json.dumps(document))
+        self.sender.send(letter, deadline=time.monotonic() + 60)
 
     def redriven(self, body: str) -> None:
         """A raw body moved by the source queue's redrive policy (maxReceiveCount 1)."""

@@ -28,6 +28,7 @@ from tests.tooling.dlq_support import (
     counts,
     drain,
     eventbridge_event,
+    peek,
     run,
     run_json,
     to_queue,
@@ -523,3 +524,20 @@ def test_default_seam_supersedes_nothing() -> None:
 
     letter = classify({"MessageId": "m", "Body": json.dumps({"thread_id": "t", "metadata": {}})})
     assert is_superseded(letter) is False
+
+
+def test_redriven_body_keeps_its_original_sent_time_as_version(
+    aws: AwsResources, dlq: Dlq, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given a raw body without a version moved by the redrive policy (the function versioned it by its
+    SentTimestamp, which the redrive keeps), then its copy carries that SentTimestamp as the `version`
+    attribute, so the replay is not taken for a newer update than it is."""
+    dlq.redriven(update("thread_raw"))
+    (letter,) = peek(aws.sqs, aws.dlq_url)
+
+    code, out = run(capsys, *to_queue(aws))
+
+    assert code == 0, out
+    (copy,) = drain(aws.sqs, aws.queue_url)
+    version = {"DataType": "Number", "StringValue": letter["Attributes"]["SentTimestamp"]}
+    assert copy["MessageAttributes"]["version"] == version

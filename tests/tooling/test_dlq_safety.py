@@ -17,7 +17,7 @@ from devstack.poller import SqsPoller
 from devstack.portkey_standin import PortkeyStandIn, Reply
 from ops.dlq.cli import main
 from tests.conftest import AwsResources
-from tests.tooling.dlq_support import FAST, Bus, Dlq, counts, drain, run, run_json, to_queue, update
+from tests.tooling.dlq_support import FAST, Bus, Dlq, counts, drain, peek, run, run_json, to_queue, update
 from thread_updater.deadletter import Category
 
 BOUND_S = 30.0  # every wait below is for a condition, bounded by this
@@ -88,7 +88,7 @@ def test_letters_that_fail_again_are_replayed_once_per_run(
     later run (the summary's "left in the DLQ" is the queue's depth), and the next run again replays
     each once."""
     fill_with_failing_letters(case, aws, consumer, portkey)
-    originals = {message["MessageId"] for message in drain_ids(aws)}
+    originals = {message["MessageId"] for message in peek(aws.sqs, aws.dlq_url)}
     monkeypatch.setattr("sys.stderr", HookOnProgress(lambda _: consumer.poll_once()))
     base = [*to_queue(aws), "--progress"]
 
@@ -97,7 +97,7 @@ def test_letters_that_fail_again_are_replayed_once_per_run(
     assert code == 0, report
     assert (report["scanned"], report["replayed"], report["left_in_dlq"]) == (2, 2, 2)
     assert {message["message_id"] for message in report["messages"]} == originals
-    fresh = {message["MessageId"] for message in drain_ids(aws)}
+    fresh = {message["MessageId"] for message in peek(aws.sqs, aws.dlq_url)}
     assert len(fresh) == 2
     assert fresh.isdisjoint(originals)
 
@@ -112,23 +112,6 @@ def replay_report(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, 
     code, out = run(capsys, *argv, "--json")
     report: dict[str, Any] = json.loads(out[out.rindex('{\n  "dry_run"') :])
     return code, report
-
-
-def drain_ids(aws: AwsResources) -> list[dict[str, str]]:
-    """The DLQ's message ids, read and made visible again (nothing deleted)."""
-    found: list[dict[str, str]] = []
-    for _ in range(10):
-        messages = aws.sqs.receive_message(
-            QueueUrl=aws.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=30
-        ).get("Messages", [])
-        if not messages:
-            break
-        found += [{"MessageId": m["MessageId"], "ReceiptHandle": m["ReceiptHandle"]} for m in messages]
-    for message in found:
-        aws.sqs.change_message_visibility(
-            QueueUrl=aws.dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-        )
-    return found
 
 
 # --------------------------------------------------------------------------- complete reads
