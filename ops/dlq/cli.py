@@ -23,6 +23,7 @@ from ops.dlq.replay import ReplayOptions, ReplayRun, Selection
 from ops.dlq.routes import BusRoutes, check_source_queue
 from ops.dlq.scan import Scanner
 from ops.dlq.send import Sender
+from ops.dlq.supersede import StateTableCheck, is_superseded
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -163,6 +164,12 @@ def _replay_options(replay: argparse.ArgumentParser) -> None:
     replay.add_argument("--dry-run", action="store_true", help="print what would be replayed; change nothing")
     replay.add_argument("--force", action="store_true", help="replay superseded letters too")
     replay.add_argument(
+        "--state-table",
+        default=_env("THREAD_STATE_TABLE"),
+        metavar="NAME",
+        help="the function's state table, to skip superseded letters (default: $THREAD_STATE_TABLE)",
+    )
+    replay.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -298,4 +305,7 @@ def _replay_run(args: argparse.Namespace, sqs: SQSClient, events: EventBridgeCli
         progress=bool(wants_progress),
     )
     sender = Sender(sqs, events, source_queue_url=args.source_queue_url, routes=routes)
-    return ReplayRun(scanner=scanner, sender=sender, options=options, out=sys.stdout, err=sys.stderr)
+    superseded = StateTableCheck(args.state_table) if args.state_table else is_superseded
+    return ReplayRun(
+        scanner=scanner, sender=sender, options=options, out=sys.stdout, err=sys.stderr, superseded=superseded
+    )

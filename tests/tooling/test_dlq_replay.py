@@ -12,12 +12,15 @@ import uuid
 import boto3
 import pytest
 
+from devstack.lambda_events import sqs_event
+from devstack.poller import lambda_record
+from devstack.portkey_standin import PortkeyStandIn
 from ops.dlq.cli import main
 from ops.dlq.replay import ReplayOptions, ReplayRun, Selection
 from ops.dlq.scan import Scanner
 from ops.dlq.send import Sender
 from ops.dlq.supersede import is_superseded
-from tests.conftest import AwsResources
+from tests.conftest import AwsResources, Invoker
 from tests.tooling.dlq_support import (
     EVENT_SOURCE,
     FAST,
@@ -29,6 +32,7 @@ from tests.tooling.dlq_support import (
     drain,
     eventbridge_event,
     peek,
+    queue_arn,
     run,
     run_json,
     to_queue,
@@ -541,3 +545,46 @@ def test_redriven_body_keeps_its_original_sent_time_as_version(
     (copy,) = drain(aws.sqs, aws.queue_url)
     version = {"DataType": "Number", "StringValue": letter["Attributes"]["SentTimestamp"]}
     assert copy["MessageAttributes"]["version"] == version
+
+
+def test_replay_checks_the_state_table_and_the_function_never_rolls_a_thread_back(
+    aws: AwsResources,
+    dlq: Dlq,
+    state_table: str,
+    invoke: Invoker,
+    portkey: PortkeyStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Given version 5 of a thread applied through the function, and dead letters of the same thread
+    at version 3 (older) and 8 (newer), when replayed with the state table, then 3 is skipped as
+    superseded and 8 replayed; with --force 3 is replayed too, and the function acknowledges that copy
+    as superseded without a request: the thread keeps version 8."""
+    invoke(sqs_event([{"thread_id": "thread_t", "version": 5, "metadata": {"v": "5"}}]))
+    for version in (3, 8):
+        body = json.dumps({"thread_id": "thread_t", "version": version, "metadata": {"v": str(version)}})
+        dlq.versioned("thread_t", version=version, version_source="body", payload=body)
+
+    code, out = run(capsys, *to_queue(aws), "--state-table", state_table)
+
+    assert code == 0, out
+    assert [line.split()[0] for line in out.splitlines() if "thread_t" in line] == ["superseded", "replayed"]
+    apply_the_source_queue(aws, invoke)
+    assert portkey.thread("thread_t")["metadata"] == {"v": "8"}  # type: ignore[index]
+
+    code, out = run(capsys, *to_queue(aws), "--state-table", state_table, "--force")
+
+    assert code == 0, out
+    sent = len(portkey.requests)
+    apply_the_source_queue(aws, invoke)
+    assert len(portkey.requests) == sent  # superseded by the function: no request
+    assert portkey.thread("thread_t")["metadata"] == {"v": "8"}  # type: ignore[index]
+    assert counts(aws.sqs, aws.dlq_url) == (0, 0)
+
+
+def apply_the_source_queue(aws: AwsResources, invoke: Invoker) -> None:
+    """What the event source mapping does: the source queue's messages through the function."""
+    arn = queue_arn(aws.sqs, aws.queue_url)
+    messages = drain(aws.sqs, aws.queue_url)
+    assert messages
+    response = invoke({"Records": [lambda_record(message, arn) for message in messages]})  # type: ignore[arg-type]
+    assert response == {"batchItemFailures": []}
