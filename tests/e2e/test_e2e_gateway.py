@@ -15,7 +15,6 @@ set) and are skipped elsewhere.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,11 @@ from devstack.lambda_events import sqs_event
 from devstack.local_aws import create_resources, function_environment
 from devstack.poller import SqsPoller
 from devstack.portkey_standin import PortkeyStandIn, RecordedRequest, Reply
-from tests.conftest import API_KEY, PROVIDER_AUTH, AwsResources, FunctionLogs, Invoker, failed_ids
+from tests.conftest import API_KEY, PROVIDER_AUTH, AwsResources, FunctionLogs, Invoker, failed_ids, in_ci
 
 pytestmark = pytest.mark.e2e
 
 GATEWAY_LOG = Path(__file__).resolve().parents[2] / "build" / "e2e-gateway.log"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +42,7 @@ def gateway() -> Iterator[PortkeyGateway]:
     try:
         server.start()
     except GatewayUnavailable as error:
-        if _in_ci():
+        if in_ci():
             pytest.fail(f"the Portkey gateway is required in CI: {error}", pytrace=False)
         pytest.skip(str(error))
     try:
