@@ -4,34 +4,29 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    SqsFifoPartialProcessor,
-    process_partial_response,
-)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-
 from thread_updater.credentials import CredentialStore
 from thread_updater.deadletter import DeadLetterQueue
 from thread_updater.errors import ConfigurationError
-from thread_updater.portkey import PortkeyClient, create_pool
-from thread_updater.processing import (
+from thread_updater.handback import HandBack
+from thread_updater.jobs import eventbridge_job, sqs_job
+from thread_updater.observability import logger
+from thread_updater.ordering import OrderedApplier
+from thread_updater.outcomes import (
     Outcome,
     Result,
-    UpdateProcessor,
-    eventbridge_job,
     record_metrics,
     report_configuration_error,
-    sqs_job,
     start_metrics,
 )
+from thread_updater.portkey import CallLimits, PortkeyClient, create_pool
+from thread_updater.processing import UpdateProcessor, WorkerPool
 from thread_updater.settings import Settings, load_settings
+from thread_updater.state import StateTable
 
 
 class LambdaContextLike(Protocol):
@@ -43,17 +38,11 @@ class UpdateNotApplied(Exception):
     on-failure destination."""
 
 
-# Powertools turns our outcomes into the batchItemFailures response. The FIFO variant reports the
-# rest of a failed message group as failures too, exactly as our lanes already stopped them.
-_STANDARD_BATCH = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-_FIFO_BATCH = SqsFifoPartialProcessor(skip_group_on_error=True)
-_FIFO_BATCH.raise_on_entire_batch_failure = False
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Runtime:
     settings: Settings
     processor: UpdateProcessor
+    hand_back: HandBack
 
 
 @functools.lru_cache(maxsize=1)
@@ -61,17 +50,35 @@ def _build_runtime(settings: Settings) -> Runtime:
     """Built once per container (per configuration): pool, executor and caches survive warm starts."""
     credentials = CredentialStore(settings.secret_id, settings.secret_max_age_s)
     pool = create_pool(settings.max_concurrency, settings.connect_timeout_s, settings.read_timeout_s)
-    client = PortkeyClient(
-        settings.base_url,
-        pool,
-        credentials,
+    limits = CallLimits(
         max_attempts=settings.max_attempts,
         connect_timeout_s=settings.connect_timeout_s,
         read_timeout_s=settings.read_timeout_s,
     )
+    client = PortkeyClient(settings.base_url, pool, credentials, limits=limits)
     executor = ThreadPoolExecutor(max_workers=settings.max_concurrency, thread_name_prefix="update")
-    processor = UpdateProcessor(client, DeadLetterQueue(settings.dlq_url), executor, settings.max_concurrency)
-    return Runtime(settings, processor)
+    processor = UpdateProcessor(
+        client,
+        DeadLetterQueue(settings.dlq_url),
+        WorkerPool(executor=executor, workers=settings.max_concurrency),
+        ordering=_ordering(settings, client),
+        heal_delay_s=settings.heal_delay_s,
+    )
+    return Runtime(settings=settings, processor=processor, hand_back=HandBack())
+
+
+def _ordering(settings: Settings, client: PortkeyClient) -> OrderedApplier | None:
+    """The state table's ordering, or None (with one WARNING per container) when none is configured."""
+    if settings.state_table is None:
+        logger.warning(
+            "THREAD_STATE_TABLE is not set: updates of one thread are ordered within a batch only; "
+            "across batches, redeliveries, retries and replays an older update can overwrite a newer one"
+        )
+        return None
+    table = StateTable(settings.state_table, ttl_days=settings.state_ttl_days)
+    return OrderedApplier(
+        client, table, lease_grace_s=settings.lease_grace_s, heal_delay_s=settings.heal_delay_s
+    )
 
 
 def current_runtime() -> Runtime:
@@ -106,31 +113,36 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str
         runtime = current_runtime()
     except ConfigurationError as error:
         report_configuration_error(error, "the whole batch goes back to the queue")
-        outcomes = [Outcome(Result.RETRY, job.message_id, None, error=str(error)) for job in jobs]
+        outcomes = [
+            Outcome(result=Result.RETRY, message_id=job.message_id, thread_id=None, error=str(error))
+            for job in jobs
+        ]
     else:
-        outcomes = runtime.processor.process_batch(jobs, invocation_deadline(context))
+        deadline = invocation_deadline(context)
+        outcomes = runtime.processor.process_batch(jobs, deadline)
+        runtime.hand_back.apply(jobs, outcomes, deadline)
     record_metrics(outcomes)
+    return partial_batch_response(records, outcomes)
+
+
+def partial_batch_response(records: Sequence[Any], outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    """The ``batchItemFailures`` response: every record handed back, named by its messageId.
+
+    Built here rather than by Powertools' ``BatchProcessor``: that utility runs a record handler per
+    record, one after another, while this function runs lanes concurrently and decides every outcome
+    itself (a FIFO group already stops at its first hand-back, as ``SqsFifoPartialProcessor`` would).
+    What is left is this list, so it is written out plainly.
+    """
     retry = {outcome.message_id for outcome in outcomes if outcome.result is Result.RETRY}
-    # Only records with a non-empty string messageId can be named in batchItemFailures.
     named = [
-        record
+        record["messageId"]
         for record in records
         if isinstance(record, Mapping) and isinstance(record.get("messageId"), str) and record["messageId"]
     ]
-    if retry - {record["messageId"] for record in named}:
+    if retry - set(named):  # only a record with a messageId can be handed back; never drop one silently
         raise RuntimeError("a record without messageId could not be settled; failing the whole batch")
-    if not named:  # all settled without one (dead-lettered); Powertools refuses an empty batch
-        return {"batchItemFailures": []}
-
-    def settle(record: SQSRecord) -> None:
-        if record.message_id in retry:
-            raise UpdateNotApplied(f"message {record.message_id} goes back to the queue")
-
-    with_ids = {**event, "Records": named}
-    processor = (
-        _FIFO_BATCH if any(job.lane and job.lane.startswith("group:") for job in jobs) else _STANDARD_BATCH
-    )
-    return dict(process_partial_response(event=with_ids, record_handler=settle, processor=processor))
+    handed_back = dict.fromkeys(message_id for message_id in named if message_id in retry)  # record order
+    return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in handed_back]}
 
 
 def handle_eventbridge(event: Mapping[str, Any], context: LambdaContextLike) -> None:

@@ -26,7 +26,7 @@ class Category(StrEnum):
     REJECTED = "rejected"  # Portkey or the provider answered a permanent 4xx
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DeadLetter:
     """What operators read and what a replay needs: the reason and the original payload, unchanged."""
 
@@ -38,6 +38,8 @@ class DeadLetter:
     message_id: str
     payload: str
     attempts: int
+    version: int | None = None  # the update's effective version: a replay carries it along
+    version_source: str | None = None
     failed_at: str = ""
 
     def to_json(self) -> str:

@@ -4,7 +4,7 @@ Run as ``python -m thread_updater dlq ...`` (with ``src/`` on ``sys.path``). Onl
 standard library are used; AWS endpoints and credentials come from boto3's own configuration
 (``AWS_ENDPOINT_URL`` works for moto).
 
-A dead-letter queue message has one of three shapes (README, "Dead-letter message"):
+A dead-letter queue message has one of three shapes (docs/contract.md, "Dead-letter message"):
 
 - **envelope** -- the function's JSON letter (``category``, ``error``, ``status``, ``thread_id``,
   ``source``, ``message_id``, ``payload``, ``attempts``, ``failed_at``);

@@ -1,4 +1,26 @@
-"""Exceptions that decide where a record ends up."""
+"""Exceptions that decide where a record ends up, and the map of where every failure goes.
+
+Every update ends in exactly one place. The tree below is the whole decision, top to bottom::
+
+    record / event
+    ├── invalid (envelope, JSON, schema, version)  → dead letter, category "validation" (no HTTP call)
+    ├── ConfigurationError (environment, secret,   → not attempted: SQS records go back to the queue,
+    │   credentials refused after a refresh)          an EventBridge invocation fails; ConfigurationErrors
+    │                                                 metric and one ERROR line naming the problem
+    └── Modify Thread call (classification.py)
+        ├── 2xx                                    → applied
+        ├── permanent 4xx                          → dead letter, category "rejected"
+        └── transient (429, 5xx, timeouts, …)      → retried inside the invocation, then handed back
+                                                      (SQS batchItemFailures / EventBridge raises)
+    DeadLetterError (the DLQ refused the letter)   → the record is handed back instead of lost
+    any other exception while processing a record  → that record is handed back, the batch goes on
+
+A handed-back SQS record returns after its visibility timeout and ends in the DLQ as-is once the
+queue's ``maxReceiveCount`` is reached; an EventBridge event is retried by Lambda, then sent to the
+on-failure destination.
+"""
+
+__all__ = ["ConfigurationError", "DeadLetterError", "StateUnavailableError"]
 
 
 class ConfigurationError(Exception):
@@ -12,3 +34,10 @@ class ConfigurationError(Exception):
 
 class DeadLetterError(Exception):
     """Writing to the dead-letter queue failed; the record must be retried instead."""
+
+
+class StateUnavailableError(Exception):
+    """The state table could not be read or written just now (throttling, network, out of time).
+
+    Transient: the record goes back to the queue; it is never dead-lettered for this.
+    """

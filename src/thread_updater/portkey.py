@@ -20,11 +20,10 @@ import urllib3
 from urllib3.exceptions import HTTPError, InvalidHeader
 from urllib3.util.retry import Retry
 
-from thread_updater.credentials import CredentialStore
+from thread_updater.classification import Verdict, classify_status, is_uncertain
+from thread_updater.credentials import CredentialStore, PortkeyCredentials
 from thread_updater.errors import ConfigurationError
 
-TRANSIENT_STATUSES = frozenset({408, 429})
-AUTH_STATUSES = frozenset({401, 403})
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
 # Stop retrying when less than this is left before the deadline: a request needs time to answer.
@@ -48,7 +47,7 @@ class CallResult(StrEnum):
     TRANSIENT = "transient"  # retry later: 408/429/5xx/timeouts/connection errors, or out of time
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CallOutcome:
     result: CallResult
     status: int | None
@@ -57,6 +56,9 @@ class CallOutcome:
     trace_id: str | None = None
     latency_ms: float | None = None  # the last HTTP attempt, without backoff
     retry_after_waits: int = 0  # waits the server asked for with Retry-After
+    # Some attempt's outcome is unknown (timed out, dropped, 5xx): the upstream may still apply it later.
+    uncertain: bool = False
+    retry_after_s: float | None = None  # what the last answer's Retry-After asked for
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,51 @@ class _Answer:
     data: bytes
     trace_id: str | None
     retry_after: str | None
+
+
+@dataclass
+class _CallProgress:
+    """One ``modify_thread`` call so far: what its attempts saw, for the outcome it ends with."""
+
+    attempts: int = 0
+    refreshed: bool = False
+    retry_after_waits: int = 0
+    latency_ms: float | None = None
+    status: int | None = None
+    trace_id: str | None = None
+    last_error: str = "no attempt made"
+    uncertain: bool = False
+    retry_after_s: float | None = None
+
+    def record(
+        self, *, latency_ms: float, status: int | None, trace_id: str | None, error: str, uncertain: bool
+    ) -> None:
+        self.latency_ms, self.status, self.trace_id, self.last_error = latency_ms, status, trace_id, error
+        self.uncertain = self.uncertain or uncertain
+
+    def outcome(self, result: CallResult, error: str | None = None) -> CallOutcome:
+        return CallOutcome(
+            result=result,
+            status=self.status,
+            attempts=self.attempts,
+            error=error,
+            trace_id=self.trace_id,
+            latency_ms=self.latency_ms,
+            retry_after_waits=self.retry_after_waits,
+            uncertain=self.uncertain,
+            retry_after_s=self.retry_after_s,
+        )
+
+
+def retry_after_seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` header (seconds or HTTP date, clamped at zero) in seconds; None when absent,
+    unparsable or absurd (then ordinary backoff applies)."""
+    if header is None:
+        return None
+    try:
+        return _RETRY_AFTER.parse_retry_after(header)
+    except (InvalidHeader, ValueError, OverflowError):
+        return None
 
 
 def error_message(data: bytes) -> str:
@@ -91,25 +138,27 @@ def create_pool(max_concurrency: int, connect_timeout_s: float, read_timeout_s: 
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class CallLimits:
+    """How long and how often one update may try: attempts per update and per-request timeouts."""
+
+    max_attempts: int
+    connect_timeout_s: float
+    read_timeout_s: float
+
+
 class PortkeyClient:
     """Sends Modify Thread requests and classifies the answers."""
 
     def __init__(
-        self,
-        base_url: str,
-        pool: urllib3.PoolManager,
-        credentials: CredentialStore,
-        *,
-        max_attempts: int,
-        connect_timeout_s: float,
-        read_timeout_s: float,
+        self, base_url: str, pool: urllib3.PoolManager, credentials: CredentialStore, *, limits: CallLimits
     ) -> None:
         self._base_url = base_url
         self._pool = pool
         self._credentials = credentials
-        self._max_attempts = max_attempts
-        self._connect_timeout_s = connect_timeout_s
-        self._read_timeout_s = read_timeout_s
+        self._max_attempts = limits.max_attempts
+        self._connect_timeout_s = limits.connect_timeout_s
+        self._read_timeout_s = limits.read_timeout_s
 
     def thread_url(self, thread_id: str) -> str:
         # thread_id is validated against ^[A-Za-z0-9_-]+$ already; quoting anyway keeps the path
@@ -166,77 +215,76 @@ class PortkeyClient:
         url = self.thread_url(thread_id)
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()  # always encodable
         generation, credentials = self._credentials.current()
-        refreshed = False
-        attempts = 0
-        retry_after_waits = 0
-        latency_ms: float | None = None
-        last_error = "no attempt made"
-        last_status: int | None = None
-        last_trace: str | None = None
-
-        def outcome(result: CallResult, error: str | None) -> CallOutcome:
-            """The call so far, as it stands now."""
-            return CallOutcome(
-                result, last_status, attempts, error, last_trace, latency_ms, retry_after_waits
-            )
-
-        while attempts < self._max_attempts:
+        call = _CallProgress()
+        while call.attempts < self._max_attempts:
             if deadline - time.monotonic() < MIN_ATTEMPT_WINDOW_S:
-                return outcome(CallResult.TRANSIENT, f"out of time: {last_error}")
-            attempts += 1
-            headers = {
-                **credentials.headers,
-                "Content-Type": "application/json",
-                "OpenAI-Beta": "assistants=v2",
-            }
-            if _TRACE_ID_SAFE.fullmatch(trace_id):
-                headers["x-portkey-trace-id"] = trace_id
-            retry_after: str | None = None
-            sent_at = time.monotonic()
-            try:
-                answer = self._post(url, payload, headers, deadline)
-            except HTTPError as error:
-                latency_ms = round((time.monotonic() - sent_at) * 1000, 1)
-                last_status, last_trace = None, None
-                last_error = f"{type(error).__name__}: {str(error)[:ERROR_TEXT_LIMIT]}"
-            else:
-                latency_ms = round((time.monotonic() - sent_at) * 1000, 1)
-                last_status, last_trace = answer.status, answer.trace_id
-                if 200 <= answer.status < 300:
-                    return outcome(CallResult.APPLIED, None)
-                last_error = f"HTTP {answer.status}: {error_message(answer.data)}"
-                if answer.status in AUTH_STATUSES:
-                    if refreshed:
-                        raise ConfigurationError(
-                            f"Portkey refused the credentials (HTTP {answer.status}) after refreshing "
-                            f"the secret: {error_message(answer.data)}"
-                        )
-                    generation, credentials = self._credentials.refresh(generation)
-                    refreshed = True
-                    attempts -= 1  # the rotation retry does not use up the update's attempts
-                    continue
-                if answer.status < 500 and answer.status not in TRANSIENT_STATUSES:
-                    return outcome(CallResult.REJECTED, last_error)
-                retry_after = answer.retry_after
-            if attempts >= self._max_attempts:
+                return call.outcome(CallResult.TRANSIENT, f"out of time: {call.last_error}")
+            call.attempts += 1
+            answer = self._attempt(url, payload, self._headers(credentials, trace_id), call, deadline)
+            verdict = classify_status(answer.status) if answer else Verdict.TRANSIENT
+            if verdict is Verdict.APPLIED:
+                return call.outcome(CallResult.APPLIED)
+            if verdict is Verdict.REJECTED:
+                return call.outcome(CallResult.REJECTED, call.last_error)
+            if verdict is Verdict.AUTH:
+                if call.refreshed:
+                    raise ConfigurationError(
+                        f"Portkey refused the credentials (HTTP {call.status}) after refreshing the secret: "
+                        f"{call.last_error}"
+                    )
+                generation, credentials = self._credentials.refresh(generation)
+                call.refreshed = True
+                call.attempts -= 1  # the rotation retry does not use up the update's attempts
+                continue
+            call.retry_after_s = retry_after_seconds(answer.retry_after) if answer else None
+            if call.attempts >= self._max_attempts:
                 break
-            wait, asked = self._wait_before_retry(attempts, retry_after)
+            wait, asked = self._wait_before_retry(call.attempts, call.retry_after_s)
             if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
-                return outcome(
+                return call.outcome(
                     CallResult.TRANSIENT,
-                    f"{last_error} (waiting {wait:.1f} s would pass the invocation deadline)",
+                    f"{call.last_error} (waiting {wait:.1f} s would pass the invocation deadline)",
                 )
-            retry_after_waits += asked
+            call.retry_after_waits += asked
             time.sleep(wait)
-        return outcome(CallResult.TRANSIENT, last_error)
+        return call.outcome(CallResult.TRANSIENT, call.last_error)
 
     @staticmethod
-    def _wait_before_retry(attempts: int, retry_after: str | None) -> tuple[float, int]:
+    def _headers(credentials: PortkeyCredentials, trace_id: str) -> dict[str, str]:
+        headers = {**credentials.headers, "Content-Type": "application/json", "OpenAI-Beta": "assistants=v2"}
+        if _TRACE_ID_SAFE.fullmatch(trace_id):
+            headers["x-portkey-trace-id"] = trace_id
+        return headers
+
+    def _attempt(
+        self, url: str, payload: bytes, headers: dict[str, str], call: _CallProgress, deadline: float
+    ) -> _Answer | None:
+        """One HTTP attempt, recorded on ``call``; None when no answer arrived."""
+        sent_at = time.monotonic()
+        try:
+            answer = self._post(url, payload, headers, deadline)
+        except HTTPError as error:
+            call.record(
+                latency_ms=round((time.monotonic() - sent_at) * 1000, 1),
+                status=None,
+                trace_id=None,
+                error=f"{type(error).__name__}: {str(error)[:ERROR_TEXT_LIMIT]}",
+                uncertain=is_uncertain(error=error),
+            )
+            return None
+        call.record(
+            latency_ms=round((time.monotonic() - sent_at) * 1000, 1),
+            status=answer.status,
+            trace_id=answer.trace_id,
+            error=f"HTTP {answer.status}: {error_message(answer.data)}",
+            uncertain=is_uncertain(status=answer.status),
+        )
+        return answer
+
+    @staticmethod
+    def _wait_before_retry(attempts: int, retry_after_s: float | None) -> tuple[float, int]:
         """Seconds to wait, and 1 if the server asked for them (Retry-After); else jittered backoff."""
-        if retry_after is not None:
-            try:
-                return _RETRY_AFTER.parse_retry_after(retry_after), 1
-            except (InvalidHeader, ValueError, OverflowError):  # unparsable or absurd dates: back off
-                pass
+        if retry_after_s is not None:
+            return retry_after_s, 1
         ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
         return random.uniform(0, ceiling), 0  # noqa: S311 - jitter, not cryptography

@@ -1,161 +1,168 @@
-"""Where every update ends up: applied, dead-lettered with a reason, or handed back for a retry.
+"""Applying a batch: lanes run concurrently over a bounded pool, each lane in order.
 
-A batch runs concurrently over a bounded set of workers while updates that share a lane
-(the thread id, or the FIFO message group) run one after another in the order received.
+Updates that share a lane (the thread id, or the FIFO message group) run one after another in the
+order received; a lane stops at its first hand-back so nothing overtakes an update that must be
+retried. Where each update ends up is decided in ``UpdateProcessor.process``.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from enum import StrEnum
-from typing import Any
 
-from pydantic import ValidationError
-
-from thread_updater.deadletter import Category, DeadLetter, DeadLetterQueue, Source
-from thread_updater.errors import ConfigurationError, DeadLetterError
-from thread_updater.models import (
-    InvalidUpdate,
-    ThreadUpdate,
-    UpdateSqsRecord,
-    parse_sqs_body,
-    parse_update_document,
-)
-from thread_updater.observability import logger, metrics
+from thread_updater.deadletter import Category, DeadLetter, DeadLetterQueue
+from thread_updater.errors import ConfigurationError, DeadLetterError, StateUnavailableError
+from thread_updater.handback import busy_delay, transient_delay
+from thread_updater.jobs import Job
+from thread_updater.observability import logger
+from thread_updater.ordering import OrderedApplier
+from thread_updater.outcomes import Outcome, Result, log_outcome, report_configuration_error
 from thread_updater.portkey import CallOutcome, CallResult, PortkeyClient
-from thread_updater.settings import describe_validation_error
+from thread_updater.state import now_ms
 
-
-class Result(StrEnum):
-    SUCCESS = "success"
-    DEAD_LETTERED = "dead_lettered"
-    RETRY = "retry"
-
-
-@dataclass(frozen=True)
-class Job:
-    """One update to apply, or the reason it cannot be."""
-
-    message_id: str
-    source: Source
-    payload: str  # the original SQS body, or the EventBridge event as JSON: what a replay needs
-    lane: str | None  # updates sharing a lane keep their order; None runs independently
-    update: ThreadUpdate | None = None
-    invalid_reason: str | None = None
-
-    @property
-    def thread_id(self) -> str | None:
-        return self.update.thread_id if self.update else None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    result: Result
-    message_id: str
-    thread_id: str | None
-    status: int | None = None
-    attempts: int = 0
-    error: str | None = None
-    category: Category | None = None
-    trace_id: str | None = None
-    duration_ms: float = 0.0
-    latency_ms: float | None = None  # the last Portkey call's own time
-    retry_after_waits: int = 0
+__all__ = ["UpdateProcessor", "WorkerPool", "lane_puller", "lanes_of"]
 
 
 class UpdateProcessor:
     """Applies jobs through Portkey, dead-letters the permanent failures, logs every outcome."""
 
     def __init__(
-        self, client: PortkeyClient, dead_letters: DeadLetterQueue, executor: ThreadPoolExecutor, workers: int
+        self,
+        client: PortkeyClient,
+        dead_letters: DeadLetterQueue,
+        pool: WorkerPool,
+        *,
+        ordering: OrderedApplier | None = None,
+        heal_delay_s: float = 0.0,
     ) -> None:
         self._client = client
         self._dead_letters = dead_letters
-        self._executor = executor
-        self._workers = workers
+        self._executor = pool.executor
+        self._workers = pool.workers
+        self._ordering = ordering
+        self._heal_delay_s = heal_delay_s
 
     def process(self, job: Job, deadline: float) -> Outcome:
         """Raises ConfigurationError; every other failure becomes an Outcome."""
         started = time.monotonic()
-        latency_ms: float | None = None
-        retry_after_waits = 0
         if job.update is None:
             outcome = self._dead_letter(
-                job, Category.VALIDATION, job.invalid_reason or "invalid", None, 0, None, deadline
+                job, category=Category.VALIDATION, error=job.invalid_reason or "invalid", deadline=deadline
             )
-        else:
+        elif self._ordering is None or job.version is None:
             call = self._client.modify_thread(
                 job.update.thread_id, job.update.request_body(), trace_id=job.message_id, deadline=deadline
             )
             outcome = self._settle(job, call, deadline)
-            latency_ms, retry_after_waits = call.latency_ms, call.retry_after_waits
+        else:
+            outcome = self._apply_in_order(job, self._ordering, deadline)
         outcome = replace(
             outcome,
-            latency_ms=latency_ms,
-            retry_after_waits=retry_after_waits,
             duration_ms=round((time.monotonic() - started) * 1000, 1),
+            version=job.version,
+            version_source=job.version_source,
         )
-        _log(outcome)
+        log_outcome(outcome)
+        return outcome
+
+    def _apply_in_order(self, job: Job, ordering: OrderedApplier, deadline: float) -> Outcome:
+        """The update through its thread's claim in the state table (see ordering.py)."""
+        if job.update is None or job.version is None:  # pragma: no cover - process() checks both
+            raise ValueError("only valid, versioned jobs are applied in order")
+        retry = Outcome(result=Result.RETRY, message_id=job.message_id, thread_id=job.thread_id)
+        try:
+            ordered = ordering.apply(
+                job.update, version=job.version, trace_id=job.message_id, deadline=deadline
+            )
+        except StateUnavailableError as error:
+            return replace(
+                retry, error=f"state table: {error}", retry_delay_s=transient_delay(job.receive_count, None)
+            )
+        if ordered.busy_until_ms is not None or ordered.plan is None:
+            delay = busy_delay(ordered.busy_until_ms, now_ms())
+            return replace(retry, error="the thread is held by another invocation", retry_delay_s=delay)
+        plan = ordered.plan
+        if plan.waiting_for:
+            waits = ", ".join(f"{name} version {version}" for name, version in plan.waiting_for.items())
+            delay = busy_delay(plan.wait_until_ms, now_ms())
+            return replace(retry, error=f"waiting for {waits}, whose outcome is unknown", retry_delay_s=delay)
+        newer = max(plan.covered.values()) if plan.covered else None
+        if ordered.call is None:
+            return Outcome(
+                result=Result.SUPERSEDED,
+                message_id=job.message_id,
+                thread_id=job.thread_id,
+                newer_version=newer,
+            )
+        outcome = replace(
+            self._settle(job, ordered.call, deadline),
+            newer_version=newer,
+            sent_fields=tuple(sorted(plan.send)) if plan.covered else None,
+            healed=tuple(sorted(plan.heal)) if ordered.call.result is CallResult.APPLIED else (),
+        )
+        if outcome.result is Result.SUCCESS and not plan.send and plan.covered:
+            outcome = replace(outcome, result=Result.SUPERSEDED)
         return outcome
 
     def _settle(self, job: Job, call: CallOutcome, deadline: float) -> Outcome:
-        if call.result is CallResult.APPLIED:
-            return Outcome(
-                Result.SUCCESS,
-                job.message_id,
-                job.thread_id,
-                call.status,
-                call.attempts,
+        if call.result is CallResult.REJECTED:
+            outcome = self._dead_letter(
+                job, category=Category.REJECTED, error=call.error or "", call=call, deadline=deadline
+            )
+        else:
+            outcome = Outcome(
+                result=Result.SUCCESS if call.result is CallResult.APPLIED else Result.RETRY,
+                message_id=job.message_id,
+                thread_id=job.thread_id,
+                status=call.status,
+                attempts=call.attempts,
+                error=call.error,
                 trace_id=call.trace_id,
             )
-        if call.result is CallResult.REJECTED:
-            return self._dead_letter(
-                job, Category.REJECTED, call.error or "", call.status, call.attempts, call.trace_id, deadline
+        if outcome.result is Result.RETRY:
+            uncertain = call.uncertain and self._ordering is not None
+            delay = (
+                self._heal_delay_s if uncertain else transient_delay(job.receive_count, call.retry_after_s)
             )
-        return Outcome(
-            Result.RETRY,
-            job.message_id,
-            job.thread_id,
-            call.status,
-            call.attempts,
-            call.error,
-            trace_id=call.trace_id,
-        )
+            outcome = replace(outcome, retry_delay_s=delay)
+        return replace(outcome, latency_ms=call.latency_ms, retry_after_waits=call.retry_after_waits)
 
     def _dead_letter(
-        self,
-        job: Job,
-        category: Category,
-        error: str,
-        status: int | None,
-        attempts: int,
-        trace_id: str | None,
-        deadline: float,
+        self, job: Job, *, category: Category, error: str, deadline: float, call: CallOutcome | None = None
     ) -> Outcome:
-        thread_id = job.thread_id
+        """Dead-letter the job; when the DLQ does not take it, hand the record back instead."""
+        status = call.status if call else None
+        attempts = call.attempts if call else 0
         letter = DeadLetter(
-            category, error, status, thread_id, job.source, job.message_id, job.payload, attempts
+            category=category,
+            error=error,
+            status=status,
+            thread_id=job.thread_id,
+            source=job.source,
+            message_id=job.message_id,
+            payload=job.payload,
+            attempts=attempts,
+            version=job.version,
+            version_source=job.version_source,
         )
         try:
             self._dead_letters.send(letter, deadline)
         except DeadLetterError as failure:
-            return Outcome(
-                Result.RETRY,
-                job.message_id,
-                thread_id,
-                status,
-                attempts,
-                f"{category.value}: {error}; {failure}",
-                category,
-                trace_id,
-            )
+            result, error = Result.RETRY, f"{category.value}: {error}; {failure}"
+        else:
+            result = Result.DEAD_LETTERED
         return Outcome(
-            Result.DEAD_LETTERED, job.message_id, thread_id, status, attempts, error, category, trace_id
+            result=result,
+            message_id=job.message_id,
+            thread_id=job.thread_id,
+            status=status,
+            attempts=attempts,
+            error=error,
+            category=category,
+            trace_id=call.trace_id if call else None,
         )
 
     def process_batch(self, jobs: Sequence[Job], deadline: float) -> list[Outcome]:
@@ -166,13 +173,13 @@ class UpdateProcessor:
         from a shared iterator, so memory stays flat however large the batch.
         """
         outcomes: list[Outcome | None] = [None] * len(jobs)
-        lanes = _lanes(jobs)
+        lanes = lanes_of(jobs)
         next_lane = lane_puller(lanes)
         stop = _BatchStop()
 
         def work() -> None:
             while (lane := next_lane()) is not None:
-                self._run_lane(jobs, lane, outcomes, stop, deadline)
+                self._run_lane([jobs[index] for index in lane], lane, outcomes, stop, deadline)
 
         futures = [self._executor.submit(work) for _ in range(min(self._workers, len(lanes)))]
         for future in futures:
@@ -183,39 +190,43 @@ class UpdateProcessor:
 
     def _run_lane(
         self,
-        jobs: Sequence[Job],
-        lane: list[int],
+        lane_jobs: Sequence[Job],
+        indexes: Sequence[int],
         outcomes: list[Outcome | None],
         stop: _BatchStop,
         deadline: float,
     ) -> None:
-        blocked_by: str | None = None
-        for index in lane:
-            job = jobs[index]
+        blocked = False
+        for index, job in zip(indexes, lane_jobs, strict=True):
             if stop.error is not None:
                 outcome = _not_attempted(job, f"configuration error: {stop.error}")
-            elif blocked_by is not None:
+            elif blocked:
                 outcome = _not_attempted(job, f"an earlier update in lane {job.lane!r} must be retried first")
             else:
-                try:
-                    outcome = self.process(job, deadline)
-                except ConfigurationError as error:
-                    stop.error = stop.error or error
-                    outcome = _not_attempted(job, f"configuration error: {error}")
-                except Exception as error:  # a bug must not take the batch down: hand this record back
-                    logger.exception(
-                        "unexpected error while processing an update", extra={"message_id": job.message_id}
-                    )
-                    outcome = _not_attempted(job, f"unexpected error: {type(error).__name__}")
-            if outcome.result is Result.RETRY:
-                blocked_by = outcome.message_id
+                outcome = self._process_guarded(job, stop, deadline)
+            blocked = blocked or outcome.result is Result.RETRY
             outcomes[index] = outcome
 
+    def _process_guarded(self, job: Job, stop: _BatchStop, deadline: float) -> Outcome:
+        """``process``, with a configuration error stopping the batch and a bug handing back one record."""
+        try:
+            return self.process(job, deadline)
+        except ConfigurationError as error:
+            stop.error = stop.error or error
+            return _not_attempted(job, f"configuration error: {error}")
+        except Exception as error:  # a bug must not take the batch down: hand this record back
+            logger.exception(
+                "unexpected error while processing an update", extra={"message_id": job.message_id}
+            )
+            return _not_attempted(job, f"unexpected error: {type(error).__name__}")
 
-def report_configuration_error(error: ConfigurationError, consequence: str) -> None:
-    """One ERROR line naming the problem (never a secret value) and the ConfigurationErrors metric."""
-    logger.error(f"configuration error: {consequence}", extra={"error": str(error)})
-    metrics.add_metric(name="ConfigurationErrors", unit="Count", value=1)
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerPool:
+    """The container's worker threads: at most ``workers`` updates in flight at once."""
+
+    executor: ThreadPoolExecutor
+    workers: int
 
 
 @dataclass
@@ -238,7 +249,7 @@ def lane_puller(lanes: list[list[int]]) -> Callable[[], list[int] | None]:
     return pull
 
 
-def _lanes(jobs: Sequence[Job]) -> list[list[int]]:
+def lanes_of(jobs: Sequence[Job]) -> list[list[int]]:
     """Job indexes grouped by lane, lanes in order of first appearance."""
     by_lane: dict[str, list[int]] = {}
     lanes: list[list[int]] = []
@@ -254,99 +265,6 @@ def _lanes(jobs: Sequence[Job]) -> list[list[int]]:
 
 
 def _not_attempted(job: Job, reason: str) -> Outcome:
-    outcome = Outcome(Result.RETRY, job.message_id, job.thread_id, error=reason)
-    _log(outcome)
+    outcome = Outcome(result=Result.RETRY, message_id=job.message_id, thread_id=job.thread_id, error=reason)
+    log_outcome(outcome)
     return outcome
-
-
-_LOG_LEVEL: Mapping[Result, Callable[..., None]] = {
-    Result.SUCCESS: logger.info,
-    Result.DEAD_LETTERED: logger.warning,
-    Result.RETRY: logger.warning,
-}
-
-
-def _log(outcome: Outcome) -> None:
-    fields: dict[str, Any] = {
-        "outcome": outcome.result.value,
-        "thread_id": outcome.thread_id,
-        "message_id": outcome.message_id,
-        "status": outcome.status,
-        "attempts": outcome.attempts,
-        "duration_ms": outcome.duration_ms,
-        "portkey_trace_id": outcome.trace_id,
-    }
-    if outcome.category is not None:
-        fields["category"] = outcome.category.value
-    if outcome.error is not None:
-        fields["error"] = outcome.error
-    _LOG_LEVEL[outcome.result](f"update {outcome.result.value}", extra=fields)
-
-
-# EMF holds at most 100 values per metric and Powertools flushes early when one reaches 100, which
-# would leave the handler's final flush empty (a warning in every log). Latency is therefore sampled.
-LATENCY_SAMPLES = 99
-
-
-def start_metrics(source: Source) -> None:
-    """Every metric of this invocation, ConfigurationErrors included, carries the source dimension the
-    alarms and the dashboard select on; so it is set before anything can be counted."""
-    metrics.add_dimension(name="source", value=source)
-
-
-def record_metrics(outcomes: Sequence[Outcome]) -> None:
-    """Per-invocation counts and up to ``LATENCY_SAMPLES`` evenly spread latency values (EMF, flushed
-    once by the handler's ``log_metrics``)."""
-    latencies = [outcome.latency_ms for outcome in outcomes if outcome.latency_ms is not None]
-    step = max(1, -(-len(latencies) // LATENCY_SAMPLES))  # ceiling division
-    for latency in latencies[::step]:
-        metrics.add_metric(name="PortkeyLatency", unit="Milliseconds", value=latency)
-    counts = dict.fromkeys(Result, 0)
-    for outcome in outcomes:
-        counts[outcome.result] += 1
-    metrics.add_metric(name="UpdatesApplied", unit="Count", value=counts[Result.SUCCESS])
-    metrics.add_metric(name="UpdatesDeadLettered", unit="Count", value=counts[Result.DEAD_LETTERED])
-    metrics.add_metric(name="UpdatesRetried", unit="Count", value=counts[Result.RETRY])
-    metrics.add_metric(name="HttpAttempts", unit="Count", value=sum(outcome.attempts for outcome in outcomes))
-    not_found = sum(1 for o in outcomes if o.category is Category.REJECTED and o.status == 404)
-    metrics.add_metric(name="UpdatesRejectedNotFound", unit="Count", value=not_found)
-    waits = sum(outcome.retry_after_waits for outcome in outcomes)
-    metrics.add_metric(name="RetryAfterWaits", unit="Count", value=waits)
-
-
-def sqs_job(record: object) -> Job:
-    """Validate one SQS record's envelope and body; never raises for bad input."""
-    if not isinstance(record, Mapping):
-        return Job(
-            "", "sqs", json.dumps(record, default=str), None, invalid_reason="SQS record is not an object"
-        )
-    message_id = str(record.get("messageId") or "")
-    raw_body = record.get("body")
-    payload = raw_body if isinstance(raw_body, str) else json.dumps(raw_body, default=str)
-    # On a FIFO queue the message group is the lane, for invalid messages too: Powertools' FIFO
-    # processor skips the rest of a group after a failure, so our lanes must agree on the groups.
-    attributes = record.get("attributes")
-    group_id = attributes.get("MessageGroupId") if isinstance(attributes, Mapping) else None
-    group_lane = f"group:{group_id}" if isinstance(group_id, str) and group_id else None
-    try:
-        UpdateSqsRecord.model_validate(record)
-        parsed = parse_sqs_body(payload)
-    except ValidationError as error:
-        reason = f"malformed SQS record: {describe_validation_error(error)}"
-        return Job(message_id, "sqs", payload, group_lane, invalid_reason=reason)
-    except InvalidUpdate as error:
-        return Job(message_id, "sqs", payload, group_lane, invalid_reason=str(error))
-    return Job(
-        message_id, "sqs", payload, group_lane or f"thread:{parsed.update.thread_id}", update=parsed.update
-    )
-
-
-def eventbridge_job(event: Mapping[str, Any]) -> Job:
-    """Validate a directly delivered EventBridge event; never raises for bad input."""
-    payload = json.dumps(event, ensure_ascii=True, default=str)
-    message_id = str(event.get("id") or "")
-    try:
-        parsed = parse_update_document(dict(event))
-    except InvalidUpdate as error:
-        return Job(message_id, "eventbridge", payload, None, invalid_reason=str(error))
-    return Job(message_id, "eventbridge", payload, f"thread:{parsed.update.thread_id}", update=parsed.update)

@@ -13,6 +13,7 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from thread_updater.errors import ConfigurationError
+from thread_updater.validation import describe_validation_error
 
 DEFAULT_BASE_URL = "https://api.portkey.ai/v1"
 DEFAULT_MAX_CONCURRENCY = 16
@@ -42,6 +43,17 @@ class Settings(BaseModel):
     secret_max_age_s: Annotated[int, Field(alias="POWERTOOLS_PARAMETERS_MAX_AGE", ge=0, le=86400)] = 300
     connect_timeout_s: Annotated[float, Field(alias="PORTKEY_CONNECT_TIMEOUT", gt=0, le=60)] = 3.05
     read_timeout_s: Annotated[float, Field(alias="PORTKEY_READ_TIMEOUT", gt=0, le=900)] = 30.0
+    # Ordering across batches and invocations (docs/contract.md#ordering); unset: per-batch lanes only.
+    state_table: Annotated[str | None, Field(alias="THREAD_STATE_TABLE")] = None
+    state_ttl_days: Annotated[int, Field(alias="THREAD_STATE_TTL_DAYS", ge=1, le=3650)] = 45
+    lease_grace_s: Annotated[float, Field(alias="THREAD_LEASE_GRACE_SECONDS", ge=0, le=900)] = 10.0
+    heal_delay_s: Annotated[int, Field(alias="LATE_WRITE_HEAL_DELAY_SECONDS", ge=0, le=43_200)] = 120
+
+    @field_validator("state_table", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        """An empty variable (a template parameter left blank) means no table, not a table named ''."""
+        return None if value == "" else value
 
     @field_validator("base_url")
     @classmethod
@@ -77,15 +89,6 @@ class Settings(BaseModel):
         if parts.scheme not in {"https", "http"} or not parts.hostname:
             raise ValueError("must be an SQS queue URL")
         return value
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """`field: problem; ...` without the offending values (they may be sensitive)."""
-    problems = []
-    for item in error.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(str(part) for part in item["loc"]) or "value"
-        problems.append(f"{where}: {item['msg']}")
-    return "; ".join(problems)
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

@@ -3,8 +3,8 @@
 Two layers:
 
 * the pure layer (``sqs_job``, ``eventbridge_job``, ``parse_sqs_body``), 10,000 examples per
-  property in the ``ci`` profile, checked against an independent oracle written from the README's
-  rules (not from the pydantic models): valid exactly when the README says so, and then the request
+  property in the ``ci`` profile, checked against an independent oracle written from the rules in
+  docs/contract.md (not from the pydantic models): valid exactly when those say so, and then the request
   body is the message minus ``thread_id``; invalid otherwise, with a reason, never an exception;
 * the real handler with moto SQS (the DLQ is moto's, not a fake) and the Portkey stand-in, 200
   batches: nothing raises, every invalid record is dead-lettered as ``validation`` with its payload
@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 from devstack.lambda_events import eventbridge_event, sqs_record
 from devstack.portkey_standin import PortkeyStandIn
 from tests.conftest import AwsResources, Invoker
+from thread_updater.jobs import eventbridge_job, sqs_job
 from thread_updater.models import TOO_DEEPLY_NESTED, InvalidUpdate, parse_sqs_body
-from thread_updater.processing import eventbridge_job, sqs_job
 
 settings.register_profile(
     "ci",
@@ -53,7 +53,7 @@ THROUGH_THE_HANDLER = settings(
     ],
 )
 
-# --------------------------------------------------------------------------- the oracle (README rules)
+# --------------------------------------------------------------------------- the oracle (docs/contract.md)
 
 UNKNOWN = "unknown"  # the oracle does not decide (lax pydantic corners it does not model)
 _THREAD_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -103,7 +103,7 @@ def _tool_resources_ok(tool_resources: Any) -> bool:
 
 
 def bare_update(document: Any) -> dict[str, Any] | None | str:
-    """The Modify Thread body the README promises for a bare update, None if invalid."""
+    """The Modify Thread body docs/contract.md promises for a bare update, None if invalid."""
     if type(document) is not dict:
         return None
     if not set(document) <= {"thread_id", "metadata", "tool_resources"}:

@@ -45,7 +45,7 @@ from tests.conftest import (
 from thread_updater.credentials import CredentialStore
 from thread_updater.errors import ConfigurationError
 from thread_updater.models import InvalidUpdate, parse_sqs_body
-from thread_updater.portkey import PortkeyClient, create_pool
+from thread_updater.portkey import CallLimits, PortkeyClient, create_pool
 from thread_updater.settings import load_settings
 from tools.validate_template import load_sam_template, translate
 
@@ -143,9 +143,7 @@ URL_BUILDER = PortkeyClient(  # only its thread_url is used: no request, no secr
     "https://api.portkey.ai/v1",
     create_pool(1, 1.0, 1.0),
     CredentialStore("unused", 0),
-    max_attempts=1,
-    connect_timeout_s=1.0,
-    read_timeout_s=1.0,
+    limits=CallLimits(max_attempts=1, connect_timeout_s=1.0, read_timeout_s=1.0),
 )
 
 
