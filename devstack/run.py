@@ -301,9 +301,7 @@ def report(
 ) -> int:
     """Print the outcome tables and totals; the exit status (1: unsettled, crashed, or nothing applied)."""
     letters = dead_letters(resources.dlq_url)
-    rows = outcome_rows(
-        processed.sent, letters, logged.applied, processed.stats.receives_by_message, logged.last_errors
-    )
+    rows = outcome_rows(processed.sent, letters, logged, processed.stats.receives_by_message)
     message_table(out, rows, limit=args.rows)
     out.write(f"\nEventBridge direct invoke (events/eventbridge.json): {processed.direct_error or APPLIED}\n")
     thread_ids = {record.thread_id for record in stand_in.requests if record.thread_id}

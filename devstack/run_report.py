@@ -11,32 +11,37 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 APPLIED = "applied"
+SUPERSEDED = "superseded"  # not sent: a newer version of every field it sets was already applied
 STILL_QUEUED = "still queued"
 EXHAUSTED = "exhausted"  # the DLQ tool's category for raw bodies moved by the redrive policy
-SUCCESS_LOG = "update success"
 
 
 class LoggedOutcomes(logging.Handler):
-    """Collects from the function's own log records which messages were applied and each other
-    message's last error (never a secret: the function guarantees it). Attach it with :func:`recording`."""
+    """Collects from the function's own log records (their ``outcome`` field) which messages were
+    applied or superseded, and each message's last error (never a secret: the function guarantees
+    it). Attach it with :func:`recording`."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.INFO)
         self.applied: set[str] = set()
+        self.superseded: set[str] = set()
         self.last_errors: dict[str, str] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         message_id = getattr(record, "message_id", None)
         if message_id is None:
             return
-        if record.getMessage() == SUCCESS_LOG:
+        outcome = getattr(record, "outcome", None)
+        if outcome == "success":
             self.applied.add(str(message_id))
-        elif error := getattr(record, "error", None):
+        elif outcome == SUPERSEDED:
+            self.superseded.add(str(message_id))
+        if error := getattr(record, "error", None):
             self.last_errors[str(message_id)] = str(error)
 
 
@@ -83,9 +88,8 @@ def shorten(text: str, width: int) -> str:
 def outcome_rows(
     sent: Mapping[str, str],
     letters: Sequence[Mapping[str, Any]],
-    applied: Collection[str | None],
+    logged: LoggedOutcomes,
     receives_by_message: Mapping[str, int],
-    last_errors: Mapping[str, str],
 ) -> list[MessageRow]:
     """One row per sent message (message id → body), in sending order."""
     by_id = {letter["message_id"]: letter for letter in letters}
@@ -93,9 +97,11 @@ def outcome_rows(
     for message_id, body in sent.items():
         receives = receives_by_message.get(message_id, 0)
         letter = by_id.get(message_id)
-        last_error = last_errors.get(message_id, "")
-        if letter is None and message_id in applied:
+        last_error = logged.last_errors.get(message_id, "")
+        if letter is None and message_id in logged.applied:
             outcome, category, reason = APPLIED, None, ""
+        elif letter is None and message_id in logged.superseded:
+            outcome, category, reason = SUPERSEDED, None, "a newer version was already applied"
         elif letter is None:
             outcome, category, reason = STILL_QUEUED, None, last_error
         elif letter["_shape"] == "redrive":
@@ -110,14 +116,15 @@ def outcome_rows(
 
 
 def totals_line(rows: Sequence[MessageRow], hand_backs: int) -> str:
-    """``N messages: A applied, D dead-lettered (by category), Q still queued; H hand-backs``."""
+    """``N messages: A applied, S superseded, D dead-lettered (by category), Q still queued; H hand-backs``"""
     applied = sum(row.outcome == APPLIED for row in rows)
+    superseded = sum(row.outcome == SUPERSEDED for row in rows)
     queued = sum(row.outcome == STILL_QUEUED for row in rows)
     categories = Counter(row.category for row in rows if row.category is not None)
     by_category = ", ".join(f"{name} {count}" for name, count in sorted(categories.items()))
     dead = sum(categories.values())
     return (
-        f"Totals: {len(rows)} messages: {applied} applied, {dead} dead-lettered"
+        f"Totals: {len(rows)} messages: {applied} applied, {superseded} superseded, {dead} dead-lettered"
         + (f" ({by_category})" if by_category else "")
         + f", {queued} still queued; {hand_backs} hand-backs to the queue (retried later)"
     )
@@ -139,8 +146,8 @@ def print_table(
 
 
 def message_table(out: TextIO, rows: Sequence[MessageRow], *, limit: int) -> None:
-    """Messages not applied first (what needs a look), then the applied ones; each in sending order."""
-    ordered = sorted(rows, key=lambda row: row.outcome == APPLIED)
+    """Messages neither applied nor superseded first (what needs a look), then those; in sending order."""
+    ordered = sorted(rows, key=lambda row: row.outcome in (APPLIED, SUPERSEDED))
     cells = [
         (row.message_id[:8], shorten(row.body, 48), row.outcome, str(row.receives), shorten(row.reason, 90))
         for row in ordered

@@ -39,17 +39,20 @@ def test_local_run_settles_every_message_and_restores_the_environment(tmp_path: 
     code, text = run_locally("--count", "60", "--threads", "12", "--rows", "100", log_file=tmp_path / "f.log")
 
     # Then every message is settled and the totals say how: the 3 valid samples, 59 generated updates
-    # and the bus event applied; 4 invalid samples and the gone thread dead-lettered; nothing retried
+    # and the bus event applied (or superseded by a newer one for the same thread); 4 invalid samples
+    # and the gone thread dead-lettered; nothing retried
     assert code == 0, text
-    assert (
-        "Totals: 68 messages: 63 applied, 5 dead-lettered (rejected 1, validation 4), 0 still queued; "
-        in text
+    totals = re.search(
+        r"Totals: 68 messages: (\d+) applied, (\d+) superseded, 5 dead-lettered "
+        r"\(rejected 1, validation 4\), 0 still queued; 0 hand-backs",
+        text,
     )
-    assert "0 hand-backs" in text
+    assert totals is not None, text
+    assert sum(map(int, totals.groups())) == 63
     assert "dead-lettered (rejected, 404)" in text
     # including the sample put on the EventBridge bus, delivered by its rule to the source queue
     [bus_row] = [line for line in text.splitlines() if "(EventBridge bus: events/eventbridge.json)" in line]
-    assert "  applied  " in bus_row
+    assert "  applied  " in bus_row or "  superseded  " in bus_row
     assert "Dead-letter queue (5)" in text
     # thread states sort naturally: thread_gen_2 before thread_gen_10
     generated = [
@@ -84,15 +87,15 @@ def test_fail_rate_shows_retries_and_the_redrive_and_long_tables_say_how_many_mo
     assert "max receive count 2, fail rate 0.8 (seed 0, " in text
     assert "MAX_ATTEMPTS 3" in text
     totals = re.search(
-        r"Totals: 48 messages: (\d+) applied, (\d+) dead-lettered \(exhausted (\d+), validation 4\), "
-        r"0 still queued; (\d+) hand-backs",
+        r"Totals: 48 messages: (\d+) applied, (\d+) superseded, (\d+) dead-lettered \(exhausted (\d+), "
+        r"validation 4\), 0 still queued; (\d+) hand-backs",
         text,
     )
     assert totals is not None, text
-    applied, dead, exhausted, hand_backs = map(int, totals.groups())
+    applied, superseded, dead, exhausted, hand_backs = map(int, totals.groups())
     assert exhausted >= 1
     assert hand_backs >= 2 * exhausted  # each exhausted message was handed back on both of its receives
-    assert applied + dead == 48
+    assert applied + superseded + dead == 48
     assert "2 receives, last: HTTP 503" in text
     assert len(table(text, "Messages")) == 5
     assert f"… {48 - 5} more (--rows N shows more)" in text
@@ -131,15 +134,17 @@ def test_live_with_a_misconfigured_secret_exits_non_zero_and_shows_the_configura
     # When the runner runs
     code, text = run_locally("--live", "--secret-file", str(secret_file), log_file=tmp_path / "f.log")
 
-    # Then nothing was applied, it exits 1, and each message's reason names the configuration error:
-    # handed back on every receive until the redrive policy moved it to the DLQ (exhausted)
+    # Then nothing was applied and it exits 1; the 4 invalid samples are dead-lettered as invalid, and
+    # each valid one names the configuration error: handed back on each of its 3 receives until the
+    # redrive policy moved it to the DLQ (exhausted)
     assert code == 1, text
     assert (
-        "Totals: 8 messages: 0 applied, 8 dead-lettered (exhausted 8), 0 still queued; 24 hand-backs" in text
-    )
-    rows = table(text, "Messages")
-    assert len(rows) == 8
+        "Totals: 8 messages: 0 applied, 0 superseded, 8 dead-lettered (exhausted 4, validation 4), "
+        "0 still queued; 12 hand-backs"
+    ) in text
+    exhausted = [row for row in table(text, "Messages") if "(exhausted)" in row]
+    assert len(exhausted) == 4
     assert all(
-        "3 receives, last: configuration error: Portkey secret: no routing mode" in row for row in rows
+        "3 receives, last: configuration error: Portkey secret: no routing mode" in row for row in exhausted
     )
     assert "EventBridge direct invoke (events/eventbridge.json): ConfigurationError: Portkey secret" in text
