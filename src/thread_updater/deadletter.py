@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
-from thread_updater.aws import WORST_CASE_CALL_S, bounded_config
+from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
 from thread_updater.errors import DeadLetterError
 
 if TYPE_CHECKING:
@@ -49,22 +48,22 @@ class DeadLetter:
         return json.dumps(document, ensure_ascii=True)
 
 
+def _fifo_group(letter: DeadLetter, letter_id: str) -> str:
+    """A thread's rejected letters share its group, so they are read (and replayed) in order. An invalid
+    message has nothing to keep in order with: a group of its own, so that a letter held by a reader
+    never hides the other invalid ones behind it (SQS hands out nothing of a group while one is held)."""
+    if letter.category is Category.VALIDATION or not letter.thread_id:
+        return f"letter-{letter_id[:64]}"
+    return letter.thread_id
+
+
 class DeadLetterQueue:
     """Sends dead letters to SQS; the client is created on first use (most invocations never need it)."""
 
     def __init__(self, queue_url: str) -> None:
         self.queue_url = queue_url
         self._is_fifo = queue_url.endswith(".fifo")
-        self._client: SQSClient | None = None
-        self._lock = threading.Lock()
-
-    def _sqs(self) -> SQSClient:
-        with self._lock:  # boto3 client creation is not thread-safe; the client itself is
-            if self._client is None:
-                import boto3
-
-                self._client = boto3.session.Session().client("sqs", config=bounded_config())
-            return self._client
+        self._sqs = LazyClient("sqs")
 
     def send(self, letter: DeadLetter, deadline: float) -> None:
         """Raises DeadLetterError when SQS does not take the message, or when a send might not finish
@@ -85,11 +84,11 @@ class DeadLetterQueue:
             "MessageAttributes": attributes,
         }
         if self._is_fifo:  # a FIFO source queue needs a FIFO DLQ
-            request["MessageGroupId"] = letter.thread_id or "invalid"
-            request["MessageDeduplicationId"] = hashlib.sha256(
-                f"{letter.source}:{letter.message_id}".encode()
-            ).hexdigest()
+            letter_id = hashlib.sha256(f"{letter.source}:{letter.message_id}".encode()).hexdigest()
+            request["MessageGroupId"] = _fifo_group(letter, letter_id)
+            request["MessageDeduplicationId"] = letter_id
         try:
-            self._sqs().send_message(**request)
+            client: SQSClient = self._sqs()
+            client.send_message(**request)
         except (BotoCoreError, ClientError) as error:
             raise DeadLetterError(f"dead-letter queue send failed: {error}") from None

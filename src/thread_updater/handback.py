@@ -22,12 +22,11 @@ after the queue's visibility timeout, which is always safe (just slower).
 from __future__ import annotations
 
 import random
-import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from thread_updater.aws import WORST_CASE_CALL_S, bounded_config
+from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
 from thread_updater.jobs import Job
 from thread_updater.observability import logger
 from thread_updater.outcomes import Outcome, Result
@@ -60,16 +59,7 @@ class HandBack:
     """Sets handed-back records' visibility to their ``Outcome.retry_delay_s``."""
 
     def __init__(self) -> None:
-        self._client: SQSClient | None = None
-        self._lock = threading.Lock()
-
-    def _sqs(self) -> SQSClient:
-        with self._lock:  # boto3 client creation is not thread-safe; the client itself is
-            if self._client is None:
-                import boto3
-
-                self._client = boto3.session.Session().client("sqs", config=bounded_config())
-            return self._client
+        self._sqs = LazyClient("sqs")
 
     def apply(self, jobs: Sequence[Job], outcomes: Sequence[Outcome], deadline: float) -> None:
         """Change the visibility of every handed-back record that has a delay of its own."""
@@ -98,7 +88,7 @@ class HandBack:
         if deadline - time.monotonic() < WORST_CASE_CALL_S:
             logger.warning("no time left to set retry delays; records return after the visibility timeout")
             return False
-        client = self._sqs()
+        client: SQSClient = self._sqs()
         try:
             answer = client.change_message_visibility_batch(
                 QueueUrl=queue_url(client.meta.endpoint_url, queue_arn), Entries=entries

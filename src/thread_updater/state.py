@@ -22,19 +22,18 @@ every later write of the claim requires the same token, so two invocations never
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from thread_updater.aws import WORST_CASE_CALL_S, bounded_config
+from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
 from thread_updater.errors import ConfigurationError, StateUnavailableError
 from thread_updater.models import UPDATE_FIELDS
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
+    pass
 
 __all__ = ["FieldState", "Lease", "Settlement", "StateTable", "ThreadBusy", "ThreadState", "now_ms"]
 
@@ -111,8 +110,7 @@ class StateTable:
     def __init__(self, table_name: str, *, ttl_days: int) -> None:
         self.table_name = table_name
         self._ttl_s = ttl_days * 86400
-        self._client: DynamoDBClient | None = None
-        self._lock = threading.Lock()
+        self._dynamodb = LazyClient("dynamodb")
 
     def claim(self, thread_id: str, *, until_ms: int, deadline: float) -> Lease | ThreadBusy:
         """Take the thread until ``until_ms`` unless another live lease holds it."""
@@ -180,14 +178,6 @@ class StateTable:
         """The thread's state without claiming it (for operators' tools)."""
         answer = self._call("get_item", deadline, Key={"thread_id": {"S": thread_id}}, ConsistentRead=True)
         return _thread_state(answer.get("Item", {}))
-
-    def _dynamodb(self) -> DynamoDBClient:
-        with self._lock:  # boto3 client creation is not thread-safe; the client itself is
-            if self._client is None:
-                import boto3
-
-                self._client = boto3.session.Session().client("dynamodb", config=bounded_config())
-            return self._client
 
     def _call(self, operation: str, deadline: float, **request: Any) -> dict[str, Any]:
         """One bounded DynamoDB call, started only if it can finish before ``deadline``.

@@ -357,18 +357,62 @@ def test_a_late_write_is_healed_by_the_delayed_resend(
 
 
 @pytest.mark.usefixtures("state_table")
-def test_an_unknown_outcome_is_handed_back_after_the_heal_delay(
+def test_an_eventbridge_retry_heals_a_late_write_once_its_heal_time_has_come(
+    invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an event (version 1) whose request times out while the upstream still holds it
+    monkeypatch.setenv("MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("PORTKEY_READ_TIMEOUT", "0.3")
+    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "1")
+    release = threading.Event()
+    portkey.script(THREAD, Reply(hold=release))
+    older = eventbridge_event(update(1, metadata={"v": "1"}))
+    try:
+        with pytest.raises(UpdateNotApplied):
+            invoke(older)
+        uncertain_at = time.monotonic()
+        # And a newer event is applied meanwhile
+        invoke(eventbridge_event(update(2, metadata={"v": "2"})))
+    finally:
+        release.set()  # the late write of version 1 lands, overtaking version 2
+    assert portkey.wait_for(lambda: portkey.in_flight == 0 and stored_metadata(portkey) == {"v": "1"})
+    sent_before_retry = len(portkey.requests)
+
+    # When Lambda retries the older event before its heal time, it waits (raises, nothing sent)
+    with pytest.raises(UpdateNotApplied, match="whose outcome is unknown"):
+        invoke(older)
+    assert len(portkey.requests) == sent_before_retry
+
+    # And when it retries after the heal time (the 1 s under test), the newest state is sent again
+    time.sleep(max(0.0, uncertain_at + 1.05 - time.monotonic()))
+    assert invoke(older) is None
+    assert portkey.requests[-1].json == {"metadata": {"v": "2"}}
+    assert stored_metadata(portkey) == {"v": "2"}
+
+
+@pytest.mark.parametrize(
+    ("reply", "ordered", "returns_within_s"),
+    [(Reply(drop="mid_response"), True, 2), (Reply(status=503), False, 5)],
+    ids=["unknown-outcome-after-the-heal-delay", "transient-after-the-first-backoff-step"],
+)
+def test_a_handed_back_record_returns_after_its_own_delay(
     function_env: dict[str, str],
     aws: AwsResources,
     portkey: PortkeyStandIn,
     monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    reply: Reply,
+    ordered: bool,
+    returns_within_s: int,
 ) -> None:
-    # Given a real queue whose visibility timeout is five minutes, and an update whose request is
-    # dropped mid-answer (its outcome unknown), with a heal delay of 0 s
+    # Given a real queue whose visibility timeout is five minutes and an update that fails once:
+    # dropped mid-answer (outcome unknown; heal delay 0 s), or a 503 (backoff: 1-2 s on receive 1)
+    if ordered:
+        request.getfixturevalue("state_table")
     monkeypatch.setenv("MAX_ATTEMPTS", "1")
     aws.sqs.set_queue_attributes(QueueUrl=aws.queue_url, Attributes={"VisibilityTimeout": "300"})
     aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=json.dumps(update(1, metadata={"v": "1"})))
-    portkey.script(THREAD, Reply(drop="mid_response"))
+    portkey.script(THREAD, reply)
     [message] = aws.sqs.receive_message(QueueUrl=aws.queue_url, AttributeNames=["All"])["Messages"]
     arn = aws.sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["QueueArn"])["Attributes"]
 
@@ -376,29 +420,9 @@ def test_an_unknown_outcome_is_handed_back_after_the_heal_delay(
     response = Invoker()({"Records": [lambda_record(message, arn["QueueArn"])]})
     assert failed_ids(response) == {message["MessageId"]}
 
-    # Then it is visible again at once (its own delay), not after the queue's five minutes
-    again = aws.sqs.receive_message(QueueUrl=aws.queue_url, WaitTimeSeconds=2).get("Messages", [])
-    assert [item["MessageId"] for item in again] == [message["MessageId"]]
-
-
-def test_a_transient_failure_comes_back_after_a_short_backoff(
-    function_env: dict[str, str], aws: AwsResources, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given a real queue with a five-minute visibility timeout and an update answered 503 once
-    monkeypatch.setenv("MAX_ATTEMPTS", "1")
-    aws.sqs.set_queue_attributes(QueueUrl=aws.queue_url, Attributes={"VisibilityTimeout": "300"})
-    aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=json.dumps(update(1, metadata={"v": "1"})))
-    portkey.script(THREAD, Reply(status=503))
-    [message] = aws.sqs.receive_message(QueueUrl=aws.queue_url, AttributeNames=["All"])["Messages"]
-    arn = aws.sqs.get_queue_attributes(QueueUrl=aws.queue_url, AttributeNames=["QueueArn"])["Attributes"]
-
-    # When the function hands it back on its first receive
-    response = Invoker()({"Records": [lambda_record(message, arn["QueueArn"])]})
-    assert failed_ids(response) == {message["MessageId"]}
-
-    # Then it returns within the first backoff step (1-2 s), long-polled, not after five minutes
-    again = aws.sqs.receive_message(QueueUrl=aws.queue_url, WaitTimeSeconds=5).get("Messages", [])
-    assert [item["MessageId"] for item in again] == [message["MessageId"]]
+    # Then a long poll sees it again within its own delay, not after the queue's five minutes
+    again = aws.sqs.receive_message(QueueUrl=aws.queue_url, WaitTimeSeconds=returns_within_s)
+    assert [item["MessageId"] for item in again.get("Messages", [])] == [message["MessageId"]]
 
 
 def test_a_missing_state_table_is_a_configuration_error(
