@@ -76,8 +76,7 @@ class _Answer:
     @property
     def asks_for_a_pause(self) -> bool:
         """A 429/503 with a positive Retry-After: the whole container waits it out at the gate."""
-        pause = self.retry_after_s
-        return pause is not None and pause > 0 and is_rate_limited(self.status, pause)
+        return is_rate_limited(self.status, self.retry_after_s)
 
 
 @dataclass

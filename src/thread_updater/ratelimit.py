@@ -2,7 +2,7 @@
 
 Two things decide when a request may start, for every worker of the container at once:
 
-* **the gate**: a 429, or a 503 carrying ``Retry-After``, closes it until that time, so no worker
+* **the gate**: a 429 or 503 carrying ``Retry-After`` closes it until that time, so no worker
   starts a request the upstream has just said it will refuse. Each waiting worker is released with
   a little jitter, and then at the paced rate below, so they do not stampede back together;
 * **pacing**: after such an answer the container paces its requests at the success rate it had just
@@ -49,8 +49,14 @@ _LATENCY_WEIGHT = 0.2  # exponentially weighted mean of answer times
 
 
 def is_rate_limited(status: int | None, retry_after_s: float | None) -> bool:
-    """A 429, or a 503 with a positive ``Retry-After``: the upstream asks for less traffic."""
-    return status == 429 or (status == 503 and retry_after_s is not None and retry_after_s > 0)
+    """A 429 or 503 with a positive ``Retry-After``: the upstream asks the container for a pause.
+
+    A 429 without one (or with ``Retry-After: 0``) is retried like any transient failure, by its own
+    request: it does not say how long to wait, and slowing the container down at every such answer
+    would, against refusals that do not depend on the rate (a flaky upstream), ratchet the pace down
+    for nothing (the soak, ``tests/tooling/test_soak.py``, injects exactly that).
+    """
+    return status in RATE_LIMIT_STATUSES and retry_after_s is not None and retry_after_s > 0
 
 
 class UpstreamLimiter:
@@ -132,11 +138,10 @@ class UpstreamLimiter:
                 if self._latency_s is None
                 else self._latency_s + _LATENCY_WEIGHT * (now - sent_at - self._latency_s)
             )
-            if is_rate_limited(status, retry_after_s):
+            if is_rate_limited(status, retry_after_s) and retry_after_s is not None:
                 if sent_at >= self._decreased_at:  # one decrease per episode, not one per refused request
                     self._slow_down(now)
-                if retry_after_s is not None and retry_after_s > 0:
-                    self._close_gate(now, retry_after_s)
+                self._close_gate(now, retry_after_s)
             elif status is not None:
                 self._successes.append(now)
                 while self._successes[0] < now - SUCCESS_WINDOW_S:  # memory stays flat

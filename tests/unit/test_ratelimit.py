@@ -55,13 +55,28 @@ def send(
 
 
 def test_rate_limited_answers() -> None:
-    assert is_rate_limited(429, None)
-    assert is_rate_limited(429, 0.0)
+    assert is_rate_limited(429, 1.0)
     assert is_rate_limited(503, 2.0)
+    assert not is_rate_limited(429, None)  # retried by its own request, like any transient failure
+    assert not is_rate_limited(429, 0.0)
     assert not is_rate_limited(503, None)  # a plain 503 is a failure, not a request to slow down
     assert not is_rate_limited(503, 0.0)
     assert not is_rate_limited(500, 2.0)
     assert not is_rate_limited(None, None)
+
+
+def test_refusals_without_retry_after_do_not_slow_the_container(sim: SimulatedTime) -> None:
+    # Given an upstream that refuses every tenth request with a bare 429 (or Retry-After: 0)
+    gate = limiter(sim)
+    for index in range(200):
+        if index % 10 == 9:
+            send(gate, sim, status=429, retry_after_s=0.0 if index % 20 == 9 else None)
+        else:
+            send(gate, sim, status=200, latency=0.01)
+
+    # Then nobody waited and nothing is paced: those are retried by their own requests
+    assert gate.rate is None
+    assert sim.slept == []
 
 
 def test_an_unlimited_limiter_never_waits(sim: SimulatedTime) -> None:
@@ -128,7 +143,7 @@ def test_after_a_429_requests_are_paced_at_the_rate_just_accepted(sim: Simulated
     gate = limiter(sim)
     for _ in range(20):
         send(gate, sim, status=200, latency=0.05)
-    send(gate, sim, status=429)
+    send(gate, sim, status=429, retry_after_s=1.0)
 
     # Then the container paces a little below what was accepted, one request per slot
     assert gate.rate == pytest.approx(20 * DECREASE)
