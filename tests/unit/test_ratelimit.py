@@ -45,13 +45,18 @@ def limiter(sim: SimulatedTime, *, max_rps: float | None = None, workers: int = 
 
 
 def send(
-    gate: UpstreamLimiter, sim: SimulatedTime, *, status: int, latency: float = 0.0, **kw: float
+    gate: UpstreamLimiter,
+    sim: SimulatedTime,
+    *,
+    status: int,
+    latency: float = 0.0,
+    retry_after_s: float | None = None,
 ) -> None:
     """One request through the limiter, answered ``latency`` later with ``status``."""
     assert gate.acquire(FAR)
     sent_at = sim.now
     sim.now += latency
-    gate.settle(sent_at, status=status, retry_after_s=kw.get("retry_after_s"))
+    gate.settle(sent_at, status=status, retry_after_s=retry_after_s)
 
 
 def test_rate_limited_answers() -> None:
