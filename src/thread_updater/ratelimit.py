@@ -6,9 +6,9 @@ Two things decide when a request may start, for every worker of the container at
   starts a request the upstream has just said it will refuse. Each waiting worker is released with
   a little jitter, and then at the paced rate below, so they do not stampede back together;
 * **pacing**: after such an answer the container paces its requests at the success rate it had just
-  observed (a little below it), then probes upwards by about 5 % a second while the upstream keeps
-  accepting. ``PORTKEY_MAX_RPS`` caps the rate from the start. Once the paced rate is more than the
-  workers could send anyway, the adaptive pacing stops.
+  observed (the first time a little below it), then probes upwards by about 5 % a second while the
+  upstream keeps accepting. ``PORTKEY_MAX_RPS`` caps the rate from the start. Once the paced rate is
+  more than the workers could send anyway, the adaptive pacing stops.
 
 Pacing the *rate* rather than AIMD on the number of requests in flight: rate limits count requests
 per unit of time, and the in-flight limit that matches a rate depends on the answer latency (at
@@ -85,6 +85,7 @@ class UpstreamLimiter:
         self._decreased_at = float("-inf")
         self._successes: deque[float] = deque()
         self._in_flight = 0
+        self._saturated_at = float("-inf")  # when every worker last had a request in flight
         self._latency_s: float | None = None
 
     @property
@@ -112,6 +113,8 @@ class UpstreamLimiter:
             with self._lock:
                 if self._gate_until <= start:
                     self._in_flight += 1
+                    if self._in_flight >= self._max_concurrency:
+                        self._saturated_at = start
                     return True
 
     def _reserve(self, now: float, latest_start: float) -> float | None:
@@ -139,7 +142,7 @@ class UpstreamLimiter:
                 else self._latency_s + _LATENCY_WEIGHT * (now - sent_at - self._latency_s)
             )
             if is_rate_limited(status, retry_after_s) and retry_after_s is not None:
-                if sent_at >= self._decreased_at:  # one decrease per episode, not one per refused request
+                if sent_at >= self._decreased_at and self._pushing(now):  # once per episode
                     self._slow_down(now)
                 self._close_gate(now, retry_after_s)
             elif status is not None:
@@ -147,6 +150,12 @@ class UpstreamLimiter:
                 while self._successes[0] < now - SUCCESS_WINDOW_S:  # memory stays flat
                     self._successes.popleft()
                 self._probe()
+
+    def _pushing(self, now: float) -> bool:
+        """Whether this container's own rate can be what the upstream refuses: it is paced already, or
+        it had every worker busy within the last second. A container with idle workers sends what its
+        batches hold; pacing it at that would only slow it down (the gate still pauses it)."""
+        return self._rate is not None or now - self._saturated_at <= SUCCESS_WINDOW_S
 
     def _close_gate(self, now: float, retry_after_s: float) -> None:
         until = now + min(retry_after_s, GATE_CAP_S)
@@ -159,11 +168,14 @@ class UpstreamLimiter:
             )
 
     def _slow_down(self, now: float) -> None:
-        """Pace at the rate the upstream just accepted (or below the current pace, if too little is known).
+        """Pace at the rate the upstream just accepted: a margin below it when not paced yet, else
+        never above the current pace.
 
         Accepted: the answers of the last second, plus the requests still in flight (a refusal comes
         back at once while an accepted request takes its latency, so most of what the upstream just
-        accepted is still on its way back).
+        accepted is still on its way back). The margin is taken once only: a container whose pace
+        is set by its own demand (a few records per batch) would otherwise lose it at every refusal
+        and ratchet down to nothing against an upstream that refuses now and then whatever the rate.
         """
         resumed_at = self._gate_until if self._gate_until <= now else float("-inf")
         since = max(now - SUCCESS_WINDOW_S, resumed_at)
@@ -173,7 +185,7 @@ class UpstreamLimiter:
             observed = self._rate
         else:
             observed = (accepted + self._in_flight) / max(span, SUCCESS_WINDOW_S / 2)
-        pace = max(MIN_RATE_RPS, observed * DECREASE)
+        pace = max(MIN_RATE_RPS, observed * DECREASE if self._rate is None else min(observed, self._rate))
         self._set_rate(min(pace, self._cap) if self._cap is not None else pace, "rate limited")
         self._decreased_at = now
 

@@ -122,9 +122,15 @@ def test_a_gate_beyond_the_deadline_hands_the_rest_back_without_waiting(
 
 
 def test_the_paced_rate_is_a_metric_and_its_changes_are_logged(
-    invoke: Invoker, portkey: PortkeyStandIn, logs: FunctionLogs, capsys: pytest.CaptureFixture[str]
+    invoke: Invoker,
+    portkey: PortkeyStandIn,
+    logs: FunctionLogs,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Given a thread answered 429 + Retry-After: 1 once
+    # Given one worker (always busy, so the container's own rate is what is refused), and a thread
+    # answered 429 + Retry-After: 1 once
+    monkeypatch.setenv("MAX_CONCURRENCY", "1")
     portkey.script("thread_a", RATE_LIMITED)
     capsys.readouterr()
 

@@ -40,7 +40,8 @@ def sim() -> SimulatedTime:
     return SimulatedTime()
 
 
-def limiter(sim: SimulatedTime, *, max_rps: float | None = None, workers: int = 16) -> UpstreamLimiter:
+def limiter(sim: SimulatedTime, *, max_rps: float | None = None, workers: int = 1) -> UpstreamLimiter:
+    """One worker by default: the simulated requests go one at a time, so that worker is always busy."""
     return UpstreamLimiter(max_concurrency=workers, max_rps=max_rps, clock=sim.clock, sleep=sim.sleep)
 
 
@@ -189,12 +190,15 @@ def test_the_paced_rate_goes_down_and_back_up(sim: SimulatedTime) -> None:
     first = gate.rate
     assert first is not None
 
-    # When more traffic is refused later, the rate goes down again
-    for _ in range(20):
+    # When, later, the upstream accepts only 5 requests in a second and then refuses one, the rate
+    # goes down to that
+    sim.now += 5.0
+    for _ in range(5):
         send(gate, sim, status=200)
     send(gate, sim, status=429, retry_after_s=1.0)
     lowered = gate.rate
     assert lowered is not None
+    assert lowered == pytest.approx(5.0)
     assert lowered < first
 
     # And while the upstream accepts everything, it probes back up, one step per success
@@ -204,8 +208,8 @@ def test_the_paced_rate_goes_down_and_back_up(sim: SimulatedTime) -> None:
 
 
 def test_pacing_stops_once_it_is_above_what_the_workers_can_send(sim: SimulatedTime) -> None:
-    # Given 2 workers, 100 ms answers (at most 20 requests a second), paced at about 18/s
-    gate = limiter(sim, workers=2)
+    # Given 1 worker, 100 ms answers (at most 10 requests a second), paced at about 9/s
+    gate = limiter(sim)
     for _ in range(20):
         send(gate, sim, status=200, latency=0.1)
     send(gate, sim, status=429, retry_after_s=1.0)
@@ -217,7 +221,22 @@ def test_pacing_stops_once_it_is_above_what_the_workers_can_send(sim: SimulatedT
         if gate.rate is None:
             break
 
-    # Then the pace was lifted once it was more than 2 requests in flight could send
+    # Then the pace was lifted once it was more than 1 request in flight could send
+    assert gate.rate is None
+
+
+def test_a_container_with_idle_workers_is_paused_but_not_paced(sim: SimulatedTime) -> None:
+    # Given 16 workers of which only one is ever busy (small batches)
+    gate = limiter(sim, workers=16)
+    for _ in range(20):
+        send(gate, sim, status=200, latency=0.05)
+
+    # When the upstream refuses with Retry-After: 1
+    send(gate, sim, status=429, retry_after_s=1.0)
+
+    # Then the gate holds the next request, but no pace is set: the refusal is not this container's rate
+    assert gate.acquire(FAR)
+    assert sum(sim.slept) >= 1.0
     assert gate.rate is None
 
 
