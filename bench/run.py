@@ -50,9 +50,17 @@ from bench.measure import (  # noqa: E402
     log_line_cost,
     measure_scenario,
     peak_rss,
+    state_table_cost,
     warm_up,
 )
-from bench.report import Results, chart, markdown, print_summary, verdicts  # noqa: E402
+from bench.report import (  # noqa: E402
+    Results,
+    chart,
+    markdown,
+    print_summary,
+    state_table_verdict,
+    verdicts,
+)
 from bench.scenarios import BATCHES, CONCURRENCY, FULL, HEADLINE, LATENCIES_S, QUICK, Cell, Mode  # noqa: E402
 from devstack.local_aws import create_resources, function_environment, moto_server  # noqa: E402
 
@@ -115,6 +123,7 @@ def measure_all(mode: Mode, out: TextIO, started: float) -> Results:
             cells, headline = warm_cells(contenders, control, mode, out)
             out.write("diagnostics:\n")
             diagnostics = log_line_cost(contenders[3], contenders[2], control, mode, out)
+            state_table = state_table_cost(contenders[3], control, mode, out)
             control.set_latency(0.0)
             out.write("fresh interpreters:\n")
             cold = cold_starts(mode, out)
@@ -130,8 +139,9 @@ def measure_all(mode: Mode, out: TextIO, started: float) -> Results:
         cold=cold,
         imports=imports,
         rss=rss,
-        verdicts=verdicts(headline, cold, rss),
+        verdicts=[*verdicts(headline, cold, rss), state_table_verdict(state_table)],
         diagnostics=diagnostics,
+        state_table=state_table,
         total_s=time.perf_counter() - started,
     )
 
