@@ -356,6 +356,45 @@ def test_a_late_write_is_healed_by_the_delayed_resend(
     assert (healed["outcome"], healed["healed"]) == ("superseded", ["metadata"])
 
 
+@pytest.mark.usefixtures("state_table")
+def test_an_update_applied_on_a_retry_still_returns_to_heal_a_late_first_attempt(
+    invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs
+) -> None:
+    # Given version 1's first attempt times out on our side while the upstream still holds it, and
+    # its retry is applied (2xx): the update is applied, but the first attempt may still land
+    monkeypatch.setenv("MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("PORTKEY_READ_TIMEOUT", "0.3")
+    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "1")
+    release = threading.Event()
+    portkey.script(THREAD, Reply(hold=release), Reply())
+    first_event = batch(update(1, metadata={"v": "1"}))
+    try:
+        first = invoke(first_event)
+        handed_back_at = time.monotonic()
+
+        # And version 2 is applied meanwhile, the last update of the thread
+        invoke(batch(update(2, metadata={"v": "2"})))
+        assert stored_metadata(portkey) == {"v": "2"}
+    finally:
+        # When the upstream finally writes version 1's first attempt (a late write over version 2)
+        release.set()
+    assert portkey.wait_for(lambda: portkey.in_flight == 0 and stored_metadata(portkey) == {"v": "1"})
+
+    # Then version 1's record was handed back with the heal delay, although it was applied: only its
+    # return after that delay makes the thread be looked at again
+    assert failed_ids(first) == {first_event["Records"][0]["messageId"]}
+    applied_late = next(line for line in outcome_lines(logs) if line["version"] == 1)
+    assert (applied_late["outcome"], applied_late["status"]) == ("retry", 200)
+    assert applied_late["retry_delay_s"] == 1
+    # and when it returns (1 s of real time: the bound under test, not synchronisation), the newest
+    # state is sent again and the thread converges on version 2
+    time.sleep(max(0.0, handed_back_at + 1.05 - time.monotonic()))
+    assert invoke(first_event) == {"batchItemFailures": []}
+    assert stored_metadata(portkey) == {"v": "2"}
+    healed = outcome_lines(logs)[-1]
+    assert (healed["outcome"], healed["healed"]) == ("superseded", ["metadata"])
+
+
 @pytest.mark.parametrize(
     ("reply", "ordered", "returns_within_s"),
     [(Reply(drop="mid_response"), True, 2), (Reply(status=503), False, 5)],
