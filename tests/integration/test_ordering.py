@@ -291,14 +291,19 @@ def test_a_thread_held_by_another_invocation_is_handed_back_without_a_request(
     assert results["first"] == {"batchItemFailures": []}
 
 
+def time_out_quickly(monkeypatch: pytest.MonkeyPatch, *, attempts: int, heal_delay_s: int) -> None:
+    """Requests time out after 0.3 s, ``attempts`` per update, heals after ``heal_delay_s``."""
+    monkeypatch.setenv("MAX_ATTEMPTS", str(attempts))
+    monkeypatch.setenv("PORTKEY_READ_TIMEOUT", "0.3")
+    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", str(heal_delay_s))
+
+
 @pytest.mark.usefixtures("state_table")
 def test_an_older_update_waits_for_a_newer_one_whose_outcome_is_unknown(
     invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs
 ) -> None:
     # Given version 2 timed out on our side (the upstream may still write it) and heals in 60 s
-    monkeypatch.setenv("MAX_ATTEMPTS", "1")
-    monkeypatch.setenv("PORTKEY_READ_TIMEOUT", "0.3")
-    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "60")
+    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=60)
     release = threading.Event()
     portkey.script(THREAD, Reply(hold=release, apply=False))
     try:
@@ -324,9 +329,7 @@ def test_a_late_write_is_healed_by_the_delayed_resend(
     invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs
 ) -> None:
     # Given version 1's request times out on our side while the upstream still holds it
-    monkeypatch.setenv("MAX_ATTEMPTS", "1")
-    monkeypatch.setenv("PORTKEY_READ_TIMEOUT", "0.3")
-    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "1")
+    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=1)
     release = threading.Event()
     portkey.script(THREAD, Reply(hold=release))
     first_event = batch(update(1, metadata={"v": "1"}))
@@ -362,9 +365,7 @@ def test_an_update_applied_on_a_retry_still_returns_to_heal_a_late_first_attempt
 ) -> None:
     # Given version 1's first attempt times out on our side while the upstream still holds it, and
     # its retry is applied (2xx): the update is applied, but the first attempt may still land
-    monkeypatch.setenv("MAX_ATTEMPTS", "2")
-    monkeypatch.setenv("PORTKEY_READ_TIMEOUT", "0.3")
-    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "1")
+    time_out_quickly(monkeypatch, attempts=2, heal_delay_s=1)
     release = threading.Event()
     portkey.script(THREAD, Reply(hold=release), Reply())
     first_event = batch(update(1, metadata={"v": "1"}))
