@@ -152,12 +152,36 @@ def state_table_cost(ours: Contender, control: Control, mode: Mode, log: TextIO)
     finally:
         os.environ["THREAD_STATE_TABLE"] = table
     off, on = (statistics.median(samples[variant]) for variant in ("off", "on"))
+    call_s = _moto_update_item_s(table)
     log.write(
         f"  {latency_s * 1000:>4.0f} ms x {batch:>4}: ours with the state table {format_s(on)}, "
-        f"without {format_s(off)} (x{on / off:.2f})\n"
+        f"without {format_s(off)} (x{on / off:.2f}); one UpdateItem in moto takes {format_s(call_s)}\n"
     )
     runs = {f"runs_{variant}_s": values for variant, values in samples.items()}
-    return {"latency_s": latency_s, "batch": batch, "on": on, "off": off, "ratio": on / off, **runs}
+    return {
+        **{"latency_s": latency_s, "batch": batch, "on": on, "off": off, "ratio": on / off},
+        **{"moto_update_item_s": call_s, **runs},
+    }
+
+
+def _moto_update_item_s(table: str, calls: int = 50) -> float:
+    """Median time of one conditional UpdateItem in moto, one at a time from here: what each of the
+    two table calls per update costs at least, before any of the function's own work."""
+    import boto3
+
+    dynamodb = boto3.client("dynamodb")
+    times = []
+    for index in range(calls):
+        started = time.perf_counter()
+        dynamodb.update_item(
+            TableName=table,
+            Key={"thread_id": {"S": f"bench-probe-{index}"}},
+            UpdateExpression="SET lease_until = :until",
+            ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :until",
+            ExpressionAttributeValues={":until": {"N": "1"}},
+        )
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
 # --------------------------------------------------------------------------- fresh interpreters

@@ -109,7 +109,16 @@ def state_table_verdict(cost: dict[str, Any]) -> Verdict:
         f"{cost['batch']} updates @ {cost['latency_s'] * 1000:.0f} ms with the state table: "
         f"≤ {TARGET_STATE_TABLE_RATIO} x without it",
         cost["ratio"] <= TARGET_STATE_TABLE_RATIO,
-        f"{cost['ratio']:.2f}x ({format_s(cost['on'])} vs {format_s(cost['off'])})",
+        f"{cost['ratio']:.2f}x ({format_s(cost['on'])} vs {format_s(cost['off'])}); {_moto_floor(cost)}",
+    )
+
+
+def _moto_floor(cost: dict[str, Any]) -> str:
+    """moto serves one call at a time: the two table calls per update cost at least this much."""
+    calls = 2 * cost["batch"]
+    return (
+        f"moto alone needs ≥ {format_s(calls * cost['moto_update_item_s'])} for the {calls} table calls "
+        f"({format_s(cost['moto_update_item_s'])} each, one at a time)"
     )
 
 
@@ -164,7 +173,8 @@ def _state_table_lines(cost: dict[str, Any]) -> list[str]:
         "",
         f"Our handler with and without the state table (moto DynamoDB on loopback), "
         f"{cost['batch']} updates at {cost['latency_s'] * 1000:.0f} ms, same run: "
-        f"{format_s(cost['on'])} with, {format_s(cost['off'])} without ({cost['ratio']:.2f}x).",
+        f"{format_s(cost['on'])} with, {format_s(cost['off'])} without ({cost['ratio']:.2f}x); "
+        f"{_moto_floor(cost)}.",
     ]
 
 
