@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from thread_updater.aws import bounded_config
 from thread_updater.errors import ConfigurationError
@@ -103,6 +103,18 @@ def credentials_from_secret(secret: object) -> PortkeyCredentials:
         if mode is RoutingMode.CUSTOM_HOST:
             headers["x-portkey-custom-host"] = _text(secret, "custom_host")
     return PortkeyCredentials(mode=mode, headers=headers)
+
+
+class CredentialSource(Protocol):
+    """What the Portkey client needs of credentials: the current ones, and a refresh after a 401/403.
+
+    ``CredentialStore`` (Secrets Manager) is the one the function uses; the seam lets the client be
+    tested without AWS.
+    """
+
+    def current(self) -> tuple[int, PortkeyCredentials]: ...
+
+    def refresh(self, seen_generation: int) -> tuple[int, PortkeyCredentials]: ...
 
 
 class CredentialStore:

@@ -21,7 +21,7 @@ from urllib3.exceptions import HTTPError, InvalidHeader
 from urllib3.util.retry import Retry
 
 from thread_updater.classification import Verdict, classify_status, is_uncertain
-from thread_updater.credentials import CredentialStore, PortkeyCredentials
+from thread_updater.credentials import CredentialSource, PortkeyCredentials
 from thread_updater.errors import ConfigurationError
 
 BACKOFF_BASE_S = 0.2
@@ -151,7 +151,7 @@ class PortkeyClient:
     """Sends Modify Thread requests and classifies the answers."""
 
     def __init__(
-        self, base_url: str, pool: urllib3.PoolManager, credentials: CredentialStore, *, limits: CallLimits
+        self, base_url: str, pool: urllib3.PoolManager, credentials: CredentialSource, *, limits: CallLimits
     ) -> None:
         self._base_url = base_url
         self._pool = pool
