@@ -38,6 +38,7 @@ class SoakReport:
     final_threads: dict[str, dict[str, Any] | None]
     # message ids the stand-in stored although the function saw no answer (it retried them)
     written_without_answer: set[str]
+    reached_store: set[str]  # message ids the stand-in stored, with or without an answer
     version_attributes: dict[str, int] = field(default_factory=dict)  # message id -> ``version`` attribute
     # the ordering run: one line per field that does not hold its thread's newest applied update
     stale: list[str] = field(default_factory=list)
@@ -112,6 +113,7 @@ def settle(
         sent.bodies,
         final_threads,
         set(standin.silent_writes),
+        reached_store(standin),
         sent.version_attributes,
     )
 
@@ -173,6 +175,15 @@ def _dlq_contents(
         else:
             problems.append(f"unexpected DLQ message: {text[:120]}")
     return envelopes, redriven, problems
+
+
+def reached_store(standin: FaultyStandIn) -> set[str]:
+    """Message ids whose update the stand-in stored: answered 2xx (an update applied by a retry
+    whose earlier attempt is in doubt is then handed back, and may even be redriven later), or
+    written without an answer (mid-answer drops, late timeouts)."""
+    return {trace_id for trace_id, count in _answered_2xx(standin).items() if count} | {
+        trace_id for trace_id, count in standin.silent_writes.items() if count
+    }
 
 
 def _answered_2xx(standin: FaultyStandIn) -> collections.Counter[str]:
@@ -319,6 +330,7 @@ def fifo_problems(
 ) -> list[str]:
     """Per thread: writes arrive in send order, and the final state is the last update written."""
     problems = []
+    stored = reached_store(standin)  # message ids
     written: dict[str, list[int]] = collections.defaultdict(list)  # thread -> seqs of 2xx writes
     for request in standin.requests:
         trace_id = request.headers.get(TRACE_ID_HEADER, "")
@@ -331,13 +343,13 @@ def fifo_problems(
         if thread_id in gone:
             continue
         ids = [message_id for message_id in sent if thread_of[message_id] == thread_id]
-        reached = [m for m in ids if buckets.get(m) == "applied" or standin.silent_writes[m]]
+        reached = [m for m in ids if m in stored]
         if not reached:
             continue
         last = max(reached, key=lambda message_id: seq_of[message_id])
         expected = json.loads(sent[last])["metadata"]
-        stored = final_threads.get(thread_id)
-        actual = stored["metadata"] if stored else None
+        final = final_threads.get(thread_id)
+        actual = final["metadata"] if final else None
         if actual != expected:
             problems.append(f"{thread_id}: final metadata {actual} != last written update {expected}")
     return problems
