@@ -100,6 +100,7 @@ def serve(state_dir: Path) -> int:
             "DLQ_URL": resources.dlq_url,
             "SOURCE_QUEUE_URL": resources.queue_url,
             "EVENT_BUS_NAME": resources.bus_name,
+            **({"THREAD_STATE_TABLE": resources.state_table} if resources.state_table else {}),
         }
         (state_dir / "env.sh").write_text(environment_lines(variables))
         stop.wait()
