@@ -106,6 +106,9 @@ class Reply:
     apply: bool | None = None
     drip: float = 0.0
     """Seconds between body bytes: a server that answers, but too slowly to ever finish in time."""
+    echo_headers: bool = False
+    """Append the request's headers to the default error message, as some custom hosts and providers
+    do: credentials come back in the answer (what redaction in the function must remove)."""
 
     def __post_init__(self) -> None:
         """Reject impossible replies early, in the test that builds them."""
@@ -852,6 +855,9 @@ class PortkeyStandIn:
             body_obj = reply.body
         else:
             body_obj = None if 200 <= reply.status < 300 else _default_error(reply.status)
+        if reply.echo_headers and isinstance(body_obj, dict) and isinstance(body_obj.get("error"), dict):
+            echoed = json.dumps(exchange.headers, sort_keys=True)
+            body_obj["error"]["message"] = f"{body_obj['error']['message']} Request headers: {echoed}"
 
         thread_object: dict[str, Any] | None = None
         if thread_id is not None and (reply.applies_update or body_obj is None):

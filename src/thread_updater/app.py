@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from thread_updater.credentials import CredentialStore
 from thread_updater.deadletter import DeadLetterQueue
 from thread_updater.errors import ConfigurationError
 from thread_updater.jobs import eventbridge_job, sqs_job
@@ -22,6 +21,7 @@ from thread_updater.outcomes import (
 )
 from thread_updater.portkey import CallLimits, PortkeyClient, create_pool
 from thread_updater.processing import UpdateProcessor
+from thread_updater.secret_store import CredentialStore
 from thread_updater.settings import Settings, load_settings
 
 

@@ -20,7 +20,7 @@ queue's ``maxReceiveCount`` is reached; an EventBridge event is retried by Lambd
 on-failure destination.
 """
 
-__all__ = ["ConfigurationError", "DeadLetterError"]
+__all__ = ["AccountLimitError", "ConfigurationError", "DeadLetterError"]
 
 
 class ConfigurationError(Exception):
@@ -30,6 +30,12 @@ class ConfigurationError(Exception):
     unfinished record goes back to the queue (SQS) or the invocation fails (EventBridge).
     Messages name the problem, never a secret value.
     """
+
+
+class AccountLimitError(ConfigurationError):
+    """Portkey or the provider refuses the account, not the update: 412 (Portkey budget or usage
+    limit exhausted) or 402 (the provider's billing). Temporary and fixed by an operator, so it is
+    handled like a configuration error: records go back to the queue, never to the DLQ."""
 
 
 class DeadLetterError(Exception):
