@@ -32,9 +32,10 @@ CONFIG = {"provider": "openai", "api_key": "oa-nested-987654"}
 def test_every_form_of_every_secret_value_is_removed(encode: object, value: str) -> None:
     # Given the credentials of a secret with a nested config and a provider key
     secret = {"api_key": KEY, "provider": "azure-openai", "provider_auth": PROVIDER_KEY}
-    values = credentials_from_secret(secret).secret_values + credentials_from_secret(
-        {"api_key": KEY, "config": CONFIG}
-    ).secret_values
+    values = (
+        credentials_from_secret(secret).secret_values
+        + credentials_from_secret({"api_key": KEY, "config": CONFIG}).secret_values
+    )
     assert callable(encode)
     echoed = f"upstream said: {encode(value)} (request refused)"
 
