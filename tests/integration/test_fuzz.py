@@ -92,8 +92,8 @@ def _tool_resources_ok(tool_resources: Any) -> bool:
     if type(tool_resources) is not dict or not set(tool_resources) <= set(_LISTS):
         return False
     for tool, section in tool_resources.items():
-        if section is None:
-            continue
+        if section is None:  # the spec lets only tool_resources itself be null
+            return False
         name, limit = _LISTS[tool]
         if type(section) is not dict or not set(section) <= {name}:
             return False
@@ -235,10 +235,12 @@ VALID_UPDATES = st.fixed_dictionaries(
         | st.fixed_dictionaries(
             {},
             optional={
-                "code_interpreter": st.none()
-                | st.fixed_dictionaries({}, optional={"file_ids": st.lists(st.text(), max_size=20)}),
-                "file_search": st.none()
-                | st.fixed_dictionaries({}, optional={"vector_store_ids": st.lists(st.text(), max_size=1)}),
+                "code_interpreter": st.fixed_dictionaries(
+                    {}, optional={"file_ids": st.lists(st.text(), max_size=20)}
+                ),
+                "file_search": st.fixed_dictionaries(
+                    {}, optional={"vector_store_ids": st.lists(st.text(), max_size=1)}
+                ),
             },
         ),
     },
