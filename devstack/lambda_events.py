@@ -44,13 +44,16 @@ def sqs_record(
     body: str,
     *,
     message_id: str | None = None,
-    queue_name: str = "portkey-thread-updater-SourceQueue",
+    queue_name: str | None = None,
     group_id: str | None = None,
     receive_count: int = 1,
     receipt_handle: str | None = None,
     sent_ms: int | None = None,
 ) -> dict[str, Any]:
-    """One record of a Lambda SQS event; FIFO attributes when ``group_id`` is given."""
+    """One record of a Lambda SQS event; FIFO attributes when ``group_id`` is given (on a FIFO queue
+    unless ``queue_name`` names a standard one: fair queues carry a group id too)."""
+    if queue_name is None:
+        queue_name = "portkey-thread-updater-SourceQueue" + (".fifo" if group_id is not None else "")
     now_ms = sent_ms if sent_ms is not None else int(time.time() * 1000)
     message_id = message_id or str(uuid.uuid4())
     attributes: dict[str, str] = {

@@ -1,7 +1,7 @@
 """The function's AWS side on this machine: moto in server mode with the template's resources.
 
-A source queue with a redrive policy to the DLQ, the Portkey secret, and an EventBridge bus whose
-``ModifyThread`` rule targets the source queue. boto3 reaches it through ``AWS_ENDPOINT_URL``.
+A source queue with a redrive policy to the DLQ, the Portkey secret, the per-thread state table
+(DynamoDB), and an EventBridge bus whose ``ModifyThread`` rule targets the source queue. boto3 reaches it through ``AWS_ENDPOINT_URL``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 import boto3
 from moto.server import ThreadedMotoServer
+from mypy_boto3_dynamodb import DynamoDBClient
 from mypy_boto3_sqs import SQSClient
 from mypy_boto3_sqs.literals import QueueAttributeNameType
 
@@ -44,6 +45,7 @@ class LocalResources:
     secret_id: str
     bus_name: str
     max_receive_count: int
+    state_table: str | None = None
 
 
 def queue_arn(sqs: SQSClient, queue_url: str) -> str:
@@ -54,6 +56,7 @@ def queue_arn(sqs: SQSClient, queue_url: str) -> str:
 def moto_server() -> Iterator[str]:
     """moto on a free loopback port, with ``AWS_ENDPOINT_URL`` and fake credentials set meanwhile."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    logging.getLogger("moto").setLevel(logging.INFO)  # its DEBUG lines (expression parsing) cost more than the calls
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -78,8 +81,10 @@ def create_resources(
     fifo: bool = False,
     max_receive_count: int = 3,
     visibility_timeout_s: int = 1,
+    state_table: bool = True,
 ) -> LocalResources:
-    """The template's queues, secret and rule. Visibility is short so retries come back quickly."""
+    """The template's queues, secret, rule and state table. Visibility is short so retries come back
+    quickly."""
     suffix = uuid.uuid4().hex[:8]
     sqs: SQSClient = boto3.client("sqs")
     fifo_attributes: dict[QueueAttributeNameType, str] = (
@@ -124,7 +129,20 @@ def create_resources(
     if fifo:
         target["SqsParameters"] = {"MessageGroupId": "eventbridge"}
     events.put_targets(Rule="modify-thread", EventBusName=bus_name, Targets=[target])  # type: ignore[list-item]
-    return LocalResources(endpoint, queue_url, dlq_url, secret_id, bus_name, max_receive_count)
+    table = create_state_table(f"thread-state-{suffix}") if state_table else None
+    return LocalResources(endpoint, queue_url, dlq_url, secret_id, bus_name, max_receive_count, table)
+
+
+def create_state_table(name: str) -> str:
+    """The per-thread state table as the template declares it: partition key ``thread_id``, on demand."""
+    dynamodb: DynamoDBClient = boto3.client("dynamodb")
+    dynamodb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "thread_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "thread_id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return name
 
 
 def function_environment(resources: LocalResources, base_url: str, **overrides: str) -> dict[str, str]:
@@ -138,5 +156,6 @@ def function_environment(resources: LocalResources, base_url: str, **overrides: 
         "POWERTOOLS_SERVICE_NAME": "portkey-thread-updater",
         "POWERTOOLS_METRICS_NAMESPACE": "PortkeyThreadUpdater",
         "POWERTOOLS_PARAMETERS_MAX_AGE": "300",
+        **({"THREAD_STATE_TABLE": resources.state_table} if resources.state_table else {}),
         **overrides,
     }

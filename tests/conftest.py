@@ -6,11 +6,13 @@ project is patched. Every server started here is stopped when its fixture ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import boto3
@@ -19,7 +21,8 @@ from mypy_boto3_secretsmanager import SecretsManagerClient
 from mypy_boto3_sqs import SQSClient
 
 from devstack.lambda_events import LocalContext
-from devstack.local_aws import LOCAL_AWS_ENV, moto_server
+from devstack.local_aws import LOCAL_AWS_ENV, create_state_table, moto_server
+from devstack.loopback_http import LoopbackHTTPServer, serving
 from devstack.portkey_standin import PortkeyStandIn
 
 API_KEY = "pk-live-api-key-0f9e8d7c6b5a"
@@ -144,6 +147,50 @@ def function_env(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+def state_table(function_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh per-thread state table in moto, configured for the function; no lease grace and no
+    heal delay, so a test never has to wait for time to pass (tests that need them set their own)."""
+    name = create_state_table(f"thread-state-{uuid.uuid4().hex[:10]}")
+    monkeypatch.setenv("THREAD_STATE_TABLE", name)
+    monkeypatch.setenv("THREAD_LEASE_GRACE_SECONDS", "0")
+    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "0")
+    return name
+
+
+class _AwsErrorHandler(BaseHTTPRequestHandler):
+    """Answers every AWS JSON-protocol call with the error code named by the server."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        code: str = self.server.error_code  # type: ignore[attr-defined]
+        status = 500 if code.startswith("InternalServer") else 400
+        body = json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{code}", "message": code}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def dynamodb_answering() -> Iterator[Callable[[str], str]]:
+    """A DynamoDB endpoint on loopback that answers every call with one error code (throttling,
+    access denied, ...), as the real service would; returns its URL for ``AWS_ENDPOINT_URL_DYNAMODB``."""
+    with contextlib.ExitStack() as stack:
+
+        def start(code: str) -> str:
+            server = LoopbackHTTPServer(("127.0.0.1", 0), _AwsErrorHandler)
+            server.error_code = code  # type: ignore[attr-defined]
+            stack.enter_context(serving(server, "dynamodb-errors"))
+            return f"http://127.0.0.1:{server.server_port}"
+
+        yield start
 
 
 class Invoker:

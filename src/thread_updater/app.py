@@ -11,7 +11,10 @@ from typing import Any, Protocol
 
 from thread_updater.deadletter import DeadLetterQueue
 from thread_updater.errors import ConfigurationError
+from thread_updater.handback import HandBack
 from thread_updater.jobs import eventbridge_job, sqs_job
+from thread_updater.observability import logger
+from thread_updater.ordering import OrderedApplier
 from thread_updater.outcomes import (
     Outcome,
     Result,
@@ -20,9 +23,10 @@ from thread_updater.outcomes import (
     start_metrics,
 )
 from thread_updater.portkey import CallLimits, PortkeyClient, create_pool
-from thread_updater.processing import UpdateProcessor
+from thread_updater.processing import UpdateProcessor, WorkerPool
 from thread_updater.secret_store import CredentialStore
 from thread_updater.settings import Settings, load_settings
+from thread_updater.state import StateTable
 
 
 class LambdaContextLike(Protocol):
@@ -34,10 +38,11 @@ class UpdateNotApplied(Exception):
     on-failure destination."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Runtime:
     settings: Settings
     processor: UpdateProcessor
+    hand_back: HandBack
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,8 +57,28 @@ def _build_runtime(settings: Settings) -> Runtime:
     )
     client = PortkeyClient(settings.base_url, pool, credentials, limits=limits)
     executor = ThreadPoolExecutor(max_workers=settings.max_concurrency, thread_name_prefix="update")
-    processor = UpdateProcessor(client, DeadLetterQueue(settings.dlq_url), executor, settings.max_concurrency)
-    return Runtime(settings, processor)
+    processor = UpdateProcessor(
+        client,
+        DeadLetterQueue(settings.dlq_url),
+        WorkerPool(executor=executor, workers=settings.max_concurrency),
+        ordering=_ordering(settings, client),
+        heal_delay_s=settings.heal_delay_s,
+    )
+    return Runtime(settings=settings, processor=processor, hand_back=HandBack())
+
+
+def _ordering(settings: Settings, client: PortkeyClient) -> OrderedApplier | None:
+    """The state table's ordering, or None (with one WARNING per container) when none is configured."""
+    if settings.state_table is None:
+        logger.warning(
+            "THREAD_STATE_TABLE is not set: updates of one thread are ordered within a batch only; "
+            "across batches, redeliveries, retries and replays an older update can overwrite a newer one"
+        )
+        return None
+    table = StateTable(settings.state_table, ttl_days=settings.state_ttl_days)
+    return OrderedApplier(
+        client, table, lease_grace_s=settings.lease_grace_s, heal_delay_s=settings.heal_delay_s
+    )
 
 
 def current_runtime() -> Runtime:
@@ -93,7 +118,9 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str
             for job in jobs
         ]
     else:
-        outcomes = runtime.processor.process_batch(jobs, invocation_deadline(context))
+        deadline = invocation_deadline(context)
+        outcomes = runtime.processor.process_batch(jobs, deadline)
+        runtime.hand_back.apply(jobs, outcomes, deadline)
     record_metrics(outcomes)
     return partial_batch_response(records, outcomes)
 

@@ -6,7 +6,8 @@ dead letter is only attempted while that much time is left.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -25,3 +26,24 @@ def bounded_config() -> Config:
         read_timeout=READ_TIMEOUT_S,
         retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
     )
+
+
+class LazyClient:
+    """A boto3 client made on first use, once per container: most invocations never need it, and
+    importing boto3 costs a cold start ~100 ms. Creation is locked (boto3's client factory is not
+    thread-safe); the client itself is, so workers share it."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                import boto3
+
+                session = boto3.session.Session()
+                # the stubs know clients by literal service name only; callers annotate the type
+                self._client = session.client(self._service, config=bounded_config())  # type: ignore[call-overload]
+            return self._client

@@ -1,4 +1,4 @@
-"""Portkey credentials: the secret's routing modes, mapped to request headers, and their cache.
+"""Portkey credentials: the secret's routing modes, mapped to request headers (cached by secret_store).
 
 Validation is hand-written rather than a pydantic model on purpose: pydantic's error text
 echoes the offending input, and here the input is a credential.
@@ -10,12 +10,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from thread_updater.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    pass
 
 ROUTING_KEYS = ("virtual_key", "provider", "provider_auth", "config", "custom_host")
 
@@ -115,3 +112,20 @@ def _strings_in(value: object) -> list[str]:
     if isinstance(value, list):
         return [text for item in value for text in _strings_in(item)]
     return []
+
+
+class CredentialSource(Protocol):
+    """What the Portkey client needs of credentials: the current ones, and a refresh after a 401/403.
+
+    ``secret_store.CredentialStore`` (Secrets Manager) is the one the function uses; the seam lets the
+    client be tested without AWS. ``confirm`` and ``accepted`` tell a 403 for one update from refused
+    credentials (classification.py).
+    """
+
+    def current(self, deadline: float) -> tuple[int, PortkeyCredentials]: ...
+
+    def refresh(self, seen_generation: int, deadline: float) -> tuple[int, PortkeyCredentials]: ...
+
+    def confirm(self, credentials: PortkeyCredentials) -> None: ...
+
+    def accepted(self, credentials: PortkeyCredentials) -> bool: ...

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
-from thread_updater.aws import WORST_CASE_CALL_S, bounded_config
+from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
 from thread_updater.errors import DeadLetterError
 
 if TYPE_CHECKING:
@@ -38,6 +37,8 @@ class DeadLetter:
     message_id: str
     payload: str
     attempts: int
+    version: int | None = None  # the update's effective version: a replay carries it along
+    version_source: str | None = None
     failed_at: str = ""
 
     def to_json(self) -> str:
@@ -53,16 +54,7 @@ class DeadLetterQueue:
     def __init__(self, queue_url: str) -> None:
         self.queue_url = queue_url
         self._is_fifo = queue_url.endswith(".fifo")
-        self._client: SQSClient | None = None
-        self._lock = threading.Lock()
-
-    def _sqs(self) -> SQSClient:
-        with self._lock:  # boto3 client creation is not thread-safe; the client itself is
-            if self._client is None:
-                import boto3
-
-                self._client = boto3.session.Session().client("sqs", config=bounded_config())
-            return self._client
+        self._sqs = LazyClient("sqs")
 
     def send(self, letter: DeadLetter, deadline: float) -> None:
         """Raises DeadLetterError when SQS does not take the message, or when a send might not finish
@@ -88,6 +80,7 @@ class DeadLetterQueue:
                 f"{letter.source}:{letter.message_id}".encode()
             ).hexdigest()
         try:
-            self._sqs().send_message(**request)
+            client: SQSClient = self._sqs()
+            client.send_message(**request)
         except (BotoCoreError, ClientError) as error:
             raise DeadLetterError(f"dead-letter queue send failed: {error}") from None

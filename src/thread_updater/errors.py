@@ -20,7 +20,7 @@ queue's ``maxReceiveCount`` is reached; an EventBridge event is retried by Lambd
 on-failure destination.
 """
 
-__all__ = ["AccountLimitError", "ConfigurationError", "DeadLetterError"]
+__all__ = ["AccountLimitError", "ConfigurationError", "DeadLetterError", "StateUnavailableError"]
 
 
 class ConfigurationError(Exception):
@@ -40,3 +40,10 @@ class AccountLimitError(ConfigurationError):
 
 class DeadLetterError(Exception):
     """Writing to the dead-letter queue failed; the record must be retried instead."""
+
+
+class StateUnavailableError(Exception):
+    """The state table could not be read or written just now (throttling, network, out of time).
+
+    Transient: the record goes back to the queue; it is never dead-lettered for this.
+    """

@@ -2,6 +2,11 @@
 
 Parsing never raises for bad input: an invalid message is a job with ``invalid_reason`` (it goes to
 the dead-letter queue), so one bad record cannot take a batch down.
+
+Every valid job has a version, which orders the updates of one thread (see docs/contract.md):
+the message's own ``version`` (in the body or the EventBridge ``detail``), else the SQS message
+attribute ``version``, else when the message was made: the EventBridge event's ``time`` or the SQS
+``SentTimestamp``, in epoch milliseconds.
 """
 
 from __future__ import annotations
@@ -9,13 +14,16 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
 
 from thread_updater.deadletter import Source
 from thread_updater.models import (
+    MAX_VERSION,
     InvalidUpdate,
+    ParsedUpdate,
     ThreadUpdate,
     UpdateSqsRecord,
     parse_sqs_body,
@@ -23,7 +31,16 @@ from thread_updater.models import (
 )
 from thread_updater.validation import describe_validation_error
 
-__all__ = ["Job", "eventbridge_job", "sqs_job"]
+__all__ = ["Job", "VersionSource", "eventbridge_job", "sqs_job"]
+
+VERSION_ATTRIBUTE = "version"
+
+
+class VersionSource(StrEnum):
+    BODY = "body"  # the update's own "version" (SQS body or EventBridge detail)
+    ATTRIBUTE = "attribute"  # the SQS message attribute "version"
+    SENT_TIMESTAMP = "sent_timestamp"  # when SQS received the message
+    EVENT_TIME = "event_time"  # the EventBridge event's "time"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,10 +53,27 @@ class Job:
     lane: str | None  # updates sharing a lane keep their order; None runs independently
     update: ThreadUpdate | None = None
     invalid_reason: str | None = None
+    version: int | None = None  # known for every valid job, and for invalid ones where it could be read
+    version_source: VersionSource | None = None
+    receipt: Receipt | None = None  # where an SQS record can be given a retry delay
 
     @property
     def thread_id(self) -> str | None:
         return self.update.thread_id if self.update else None
+
+    @property
+    def receive_count(self) -> int:
+        """How often SQS has delivered this record (1 for EventBridge)."""
+        return self.receipt.receive_count if self.receipt else 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Receipt:
+    """What changing an SQS record's visibility needs: its queue and receipt handle."""
+
+    queue_arn: str
+    receipt_handle: str
+    receive_count: int
 
 
 def sqs_job(record: object) -> Job:
@@ -55,25 +89,20 @@ def sqs_job(record: object) -> Job:
     message_id = str(record.get("messageId") or "")
     raw_body = record.get("body")
     payload = raw_body if isinstance(raw_body, str) else json.dumps(raw_body, default=str)
-    # On a FIFO queue the message group is the lane, for invalid messages too: Powertools' FIFO
-    # processor skips the rest of a group after a failure, so our lanes must agree on the groups.
-    attributes = record.get("attributes")
-    group_id = attributes.get("MessageGroupId") if isinstance(attributes, Mapping) else None
-    group_lane = f"group:{group_id}" if isinstance(group_id, str) and group_id else None
+    group_lane = _fifo_group_lane(record)
+    common: dict[str, Any] = {"message_id": message_id, "source": "sqs", "payload": payload}
+    common["receipt"] = _receipt(record)
     try:
         UpdateSqsRecord.model_validate(record)
         parsed = parse_sqs_body(payload)
+        version, version_source = _sqs_version(record, parsed)
     except ValidationError as error:
         reason = f"malformed SQS record: {describe_validation_error(error)}"
-        return Job(
-            message_id=message_id, source="sqs", payload=payload, lane=group_lane, invalid_reason=reason
-        )
+        return Job(**common, lane=group_lane, invalid_reason=reason)
     except InvalidUpdate as error:
-        return Job(
-            message_id=message_id, source="sqs", payload=payload, lane=group_lane, invalid_reason=str(error)
-        )
+        return Job(**common, lane=group_lane, invalid_reason=str(error))
     lane = group_lane or f"thread:{parsed.update.thread_id}"
-    return Job(message_id=message_id, source="sqs", payload=payload, lane=lane, update=parsed.update)
+    return Job(**common, lane=lane, update=parsed.update, version=version, version_source=version_source)
 
 
 def eventbridge_job(event: Mapping[str, Any]) -> Job:
@@ -86,5 +115,78 @@ def eventbridge_job(event: Mapping[str, Any]) -> Job:
         return Job(
             message_id=message_id, source="eventbridge", payload=payload, lane=None, invalid_reason=str(error)
         )
-    lane = f"thread:{parsed.update.thread_id}"
-    return Job(message_id=message_id, source="eventbridge", payload=payload, lane=lane, update=parsed.update)
+    version, version_source = _own_or(parsed, None)
+    return Job(
+        message_id=message_id,
+        source="eventbridge",
+        payload=payload,
+        lane=f"thread:{parsed.update.thread_id}",
+        update=parsed.update,
+        version=version,
+        version_source=version_source,
+    )
+
+
+def _fifo_group_lane(record: Mapping[str, Any]) -> str | None:
+    """On a FIFO queue the message group is the lane, for invalid messages too: SQS delivers a group's
+    messages in order and the lane keeps them so. On a standard queue a MessageGroupId (fair queues put
+    a tenant there) orders nothing, so there the thread is the lane."""
+    if not str(record.get("eventSourceARN") or "").endswith(".fifo"):
+        return None
+    attributes = record.get("attributes")
+    group_id = attributes.get("MessageGroupId") if isinstance(attributes, Mapping) else None
+    return f"group:{group_id}" if isinstance(group_id, str) and group_id else None
+
+
+def _receipt(record: Mapping[str, Any]) -> Receipt | None:
+    arn, handle = record.get("eventSourceARN"), record.get("receiptHandle")
+    attributes = record.get("attributes")
+    count = attributes.get("ApproximateReceiveCount") if isinstance(attributes, Mapping) else None
+    if not (isinstance(arn, str) and arn and isinstance(handle, str) and handle):
+        return None
+    return Receipt(queue_arn=arn, receipt_handle=handle, receive_count=_decimal(count) or 1)
+
+
+def _sqs_version(record: Mapping[str, Any], parsed: ParsedUpdate) -> tuple[int, VersionSource]:
+    """The body's version, else the ``version`` message attribute, else the event time or SentTimestamp;
+    raises InvalidUpdate for an unreadable attribute or one that contradicts the body."""
+    attribute = _version_attribute(record)
+    own = parsed.update.version
+    if attribute is not None and own is not None and attribute != own:
+        raise InvalidUpdate(
+            f"version in the message ({own}) and the message attribute 'version' ({attribute}) disagree"
+        )
+    if own is None and attribute is not None:
+        return attribute, VersionSource.ATTRIBUTE
+    attributes = record["attributes"]
+    return _own_or(parsed, _decimal(attributes.get("SentTimestamp")))
+
+
+def _own_or(parsed: ParsedUpdate, sent_timestamp: int | None) -> tuple[int, VersionSource]:
+    if parsed.update.version is not None:
+        return parsed.update.version, VersionSource.BODY
+    if parsed.event_time_ms is not None:
+        return parsed.event_time_ms, VersionSource.EVENT_TIME
+    if sent_timestamp is None:
+        raise InvalidUpdate("no version: the message has none and the record no SentTimestamp")
+    return sent_timestamp, VersionSource.SENT_TIMESTAMP
+
+
+def _version_attribute(record: Mapping[str, Any]) -> int | None:
+    """The ``version`` message attribute (DataType Number), or None when there is none."""
+    attributes = record.get("messageAttributes")
+    attribute = attributes.get(VERSION_ATTRIBUTE) if isinstance(attributes, Mapping) else None
+    if attribute is None:
+        return None
+    text = attribute.get("stringValue") if isinstance(attribute, Mapping) else None
+    value = _decimal(text)
+    if value is None or not 1 <= value <= MAX_VERSION:
+        raise InvalidUpdate(f"message attribute 'version' must be an integer from 1 to {MAX_VERSION}")
+    return value
+
+
+def _decimal(text: object) -> int | None:
+    """``int(text)`` for a plain decimal string (what SQS puts in its attributes), else None."""
+    if isinstance(text, str) and text.isascii() and text.isdecimal() and len(text) <= 20:
+        return int(text)
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
@@ -19,6 +20,9 @@ from thread_updater.validation import clip, describe_validation_error
 THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 MODIFY_THREAD_DETAIL_TYPE = "ModifyThread"
 
+MAX_VERSION = 2**53 - 1  # the largest integer every JSON producer (JavaScript included) keeps exact
+Version = Annotated[int, Field(ge=1, le=MAX_VERSION)]
+UPDATE_FIELDS = ("metadata", "tool_resources")
 MetadataKey = Annotated[str, StringConstraints(max_length=64)]
 MetadataValue = Annotated[str, StringConstraints(max_length=512)]
 
@@ -50,15 +54,24 @@ class ToolResources(_Strict):
 
 
 class ThreadUpdate(_Strict):
-    """One update: the thread to modify and the fields to replace."""
+    """One update: the thread to modify, the fields to replace, and where it stands in the thread's order.
+
+    ``version`` orders the updates of one thread (newest wins per field); it is never sent to Portkey.
+    """
 
     thread_id: Annotated[str, StringConstraints(pattern=THREAD_ID_PATTERN)]
+    version: Version | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Field(max_length=16)] | None = None
     tool_resources: ToolResources | None = None
 
     def request_body(self) -> dict[str, Any]:
         """The Modify Thread body: only the fields the message set; an explicit null stays null."""
-        return self.model_dump(mode="json", exclude={"thread_id"}, exclude_unset=True)
+        return self.model_dump(mode="json", exclude={"thread_id", "version"}, exclude_unset=True)
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The thread fields this update sets (an explicit null sets a field too)."""
+        return frozenset(name for name in UPDATE_FIELDS if name in self.model_fields_set)
 
 
 class ModifyThreadEvent(EventBridgeModel):
@@ -76,10 +89,16 @@ class InvalidUpdate(Exception):
     """The message can never be applied: a readable reason, no HTTP call, straight to the DLQ."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ParsedUpdate:
     update: ThreadUpdate
-    via_eventbridge: bool
+    event_time_ms: int | None = None  # the EventBridge event's time, when the update came in one
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch; a time without a zone is UTC, as EventBridge and SQS mean it."""
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return int(aware.timestamp() * 1000)
 
 
 def _looks_like_eventbridge(document: object) -> bool:
@@ -96,10 +115,10 @@ def parse_update_document(document: object) -> ParsedUpdate:
                     f"EventBridge detail-type must be {MODIFY_THREAD_DETAIL_TYPE!r}, "
                     f"got {clip(repr(event.detail_type), 80)}"
                 )
-            return ParsedUpdate(event.detail, via_eventbridge=True)
+            return ParsedUpdate(update=event.detail, event_time_ms=epoch_ms(event.time))
         if not isinstance(document, dict):
             raise InvalidUpdate(f"message must be a JSON object, got {type(document).__name__}")
-        return ParsedUpdate(ThreadUpdate.model_validate(document), via_eventbridge=False)
+        return ParsedUpdate(update=ThreadUpdate.model_validate(document))
     except ValidationError as error:
         raise InvalidUpdate(f"invalid update: {describe_validation_error(error)}") from None
 

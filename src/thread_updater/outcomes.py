@@ -28,6 +28,7 @@ __all__ = [
 
 class Result(StrEnum):
     SUCCESS = "success"
+    SUPERSEDED = "superseded"  # every field it sets is already covered by a newer applied version
     DEAD_LETTERED = "dead_lettered"
     RETRY = "retry"
 
@@ -45,10 +46,17 @@ class Outcome:
     duration_ms: float = 0.0
     latency_ms: float | None = None  # the last Portkey call's own time
     retry_after_waits: int = 0
+    version: int | None = None
+    version_source: str | None = None
+    newer_version: int | None = None  # superseded: the newest applied version that covers it
+    sent_fields: tuple[str, ...] | None = None  # set when only some of the update's fields were sent
+    healed: tuple[str, ...] = ()  # fields whose newest value was sent again after a possible late write
+    retry_delay_s: float | None = None  # handed back: when it should come back (None: the queue's default)
 
 
 _LOG_LEVEL: Mapping[Result, Callable[..., None]] = {
     Result.SUCCESS: logger.info,
+    Result.SUPERSEDED: logger.info,
     Result.DEAD_LETTERED: logger.warning,
     Result.RETRY: logger.warning,
 }
@@ -64,11 +72,18 @@ def log_outcome(outcome: Outcome) -> None:
         "attempts": outcome.attempts,
         "duration_ms": outcome.duration_ms,
         "portkey_trace_id": outcome.trace_id,
+        "version": outcome.version,
+        "version_source": outcome.version_source,
     }
-    if outcome.category is not None:
-        fields["category"] = outcome.category.value
-    if outcome.error is not None:
-        fields["error"] = outcome.error
+    optional = {
+        "category": outcome.category.value if outcome.category is not None else None,
+        "error": outcome.error,
+        "newer_version": outcome.newer_version,
+        "sent_fields": list(outcome.sent_fields) if outcome.sent_fields is not None else None,
+        "healed": list(outcome.healed) or None,
+        "retry_delay_s": outcome.retry_delay_s,
+    }
+    fields.update({name: value for name, value in optional.items() if value is not None})
     _LOG_LEVEL[outcome.result](f"update {outcome.result.value}", extra=fields)
 
 
@@ -111,6 +126,9 @@ def record_metrics(outcomes: Sequence[Outcome]) -> None:
     for outcome in outcomes:
         counts[outcome.result] += 1
     metrics.add_metric(name="UpdatesApplied", unit="Count", value=counts[Result.SUCCESS])
+    metrics.add_metric(name="UpdatesSuperseded", unit="Count", value=counts[Result.SUPERSEDED])
+    heals = sum(1 for outcome in outcomes if outcome.healed)
+    metrics.add_metric(name="LateWriteHeals", unit="Count", value=heals)
     metrics.add_metric(name="UpdatesDeadLettered", unit="Count", value=counts[Result.DEAD_LETTERED])
     metrics.add_metric(name="UpdatesRetried", unit="Count", value=counts[Result.RETRY])
     metrics.add_metric(name="HttpAttempts", unit="Count", value=sum(outcome.attempts for outcome in outcomes))

@@ -22,11 +22,11 @@ from urllib3.exceptions import HTTPError, InvalidHeader
 from urllib3.util.retry import Retry
 
 from thread_updater.classification import Verdict, classify_status, is_uncertain
-from thread_updater.credentials import PortkeyCredentials
+from thread_updater.credentials import CredentialSource, PortkeyCredentials
 from thread_updater.errors import AccountLimitError, ConfigurationError
 from thread_updater.observability import logger
 from thread_updater.redaction import redact
-from thread_updater.secret_store import CredentialStore, CredentialsUnavailable
+from thread_updater.secret_store import CredentialsUnavailable
 
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
@@ -63,6 +63,7 @@ class CallOutcome:
     retry_after_waits: int = 0  # waits the server asked for with Retry-After
     # Some attempt's outcome is unknown (timed out, dropped, 5xx): the upstream may still apply it later.
     uncertain: bool = False
+    retry_after_s: float | None = None  # what the last answer's Retry-After asked for
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class _CallProgress:
     trace_id: str | None = None
     last_error: str = "no attempt made"
     uncertain: bool = False
+    retry_after_s: float | None = None
 
     @property
     def budget_used(self) -> int:
@@ -107,7 +109,19 @@ class _CallProgress:
             latency_ms=self.latency_ms,
             retry_after_waits=self.retry_after_waits,
             uncertain=self.uncertain,
+            retry_after_s=self.retry_after_s,
         )
+
+
+def retry_after_seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` header (seconds or HTTP date, clamped at zero) in seconds; None when absent,
+    unparsable or absurd (then ordinary backoff applies)."""
+    if header is None:
+        return None
+    try:
+        return _RETRY_AFTER.parse_retry_after(header)
+    except (InvalidHeader, ValueError, OverflowError):
+        return None
 
 
 def error_message(data: bytes) -> str:
@@ -176,7 +190,7 @@ class PortkeyClient:
     """Sends Modify Thread requests and classifies the answers."""
 
     def __init__(
-        self, base_url: str, pool: urllib3.PoolManager, credentials: CredentialStore, *, limits: CallLimits
+        self, base_url: str, pool: urllib3.PoolManager, credentials: CredentialSource, *, limits: CallLimits
     ) -> None:
         self._base_url = base_url
         self._pool = pool
@@ -270,12 +284,11 @@ class PortkeyClient:
                 except CredentialsUnavailable as error:
                     return call.outcome(CallResult.TRANSIENT, f"{call.last_error}; {error}")
                 continue
+            call.retry_after_s = retry_after_seconds(answer.retry_after) if answer else None
             if call.budget_used >= self._max_attempts:
                 break
             backoff_base = CONTENTION_BACKOFF_BASE_S if verdict is Verdict.CONTENTION else BACKOFF_BASE_S
-            wait, asked = self._wait_before_retry(
-                call.budget_used, answer.retry_after if answer else None, backoff_base
-            )
+            wait, asked = self._wait_before_retry(call.budget_used, call.retry_after_s, backoff_base)
             if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
                 return call.outcome(
                     CallResult.TRANSIENT,
@@ -340,13 +353,10 @@ class PortkeyClient:
 
     @staticmethod
     def _wait_before_retry(
-        attempts: int, retry_after: str | None, backoff_base_s: float = BACKOFF_BASE_S
+        attempts: int, retry_after_s: float | None, backoff_base_s: float = BACKOFF_BASE_S
     ) -> tuple[float, int]:
         """Seconds to wait, and 1 if the server asked for them (Retry-After); else jittered backoff."""
-        if retry_after is not None:
-            try:
-                return _RETRY_AFTER.parse_retry_after(retry_after), 1
-            except (InvalidHeader, ValueError, OverflowError):  # unparsable or absurd dates: back off
-                pass
+        if retry_after_s is not None:
+            return retry_after_s, 1
         ceiling = min(BACKOFF_CAP_S, backoff_base_s * 2 ** (attempts - 1))
         return random.uniform(0, ceiling), 0  # noqa: S311 - jitter, not cryptography

@@ -14,25 +14,36 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from thread_updater.deadletter import Category, DeadLetter, DeadLetterQueue
-from thread_updater.errors import ConfigurationError, DeadLetterError
+from thread_updater.errors import ConfigurationError, DeadLetterError, StateUnavailableError
+from thread_updater.handback import busy_delay, transient_delay
 from thread_updater.jobs import Job
 from thread_updater.observability import logger
+from thread_updater.ordering import OrderedApplier
 from thread_updater.outcomes import Outcome, Result, log_outcome, report_configuration_error
 from thread_updater.portkey import CallOutcome, CallResult, PortkeyClient
+from thread_updater.state import now_ms
 
-__all__ = ["UpdateProcessor", "lane_puller", "lanes_of"]
+__all__ = ["UpdateProcessor", "WorkerPool", "lane_puller", "lanes_of"]
 
 
 class UpdateProcessor:
     """Applies jobs through Portkey, dead-letters the permanent failures, logs every outcome."""
 
     def __init__(
-        self, client: PortkeyClient, dead_letters: DeadLetterQueue, executor: ThreadPoolExecutor, workers: int
+        self,
+        client: PortkeyClient,
+        dead_letters: DeadLetterQueue,
+        pool: WorkerPool,
+        *,
+        ordering: OrderedApplier | None = None,
+        heal_delay_s: float = 0.0,
     ) -> None:
         self._client = client
         self._dead_letters = dead_letters
-        self._executor = executor
-        self._workers = workers
+        self._executor = pool.executor
+        self._workers = pool.workers
+        self._ordering = ordering
+        self._heal_delay_s = heal_delay_s
 
     def process(self, job: Job, deadline: float) -> Outcome:
         """Raises ConfigurationError; every other failure becomes an Outcome."""
@@ -41,33 +52,83 @@ class UpdateProcessor:
             outcome = self._dead_letter(
                 job, category=Category.VALIDATION, error=job.invalid_reason or "invalid", deadline=deadline
             )
-        else:
+        elif self._ordering is None or job.version is None:
             call = self._client.modify_thread(
                 job.update.thread_id, job.update.request_body(), trace_id=job.message_id, deadline=deadline
             )
-            outcome = replace(
-                self._settle(job, call, deadline),
-                latency_ms=call.latency_ms,
-                retry_after_waits=call.retry_after_waits,
-            )
-        outcome = replace(outcome, duration_ms=round((time.monotonic() - started) * 1000, 1))
+            outcome = self._settle(job, call, deadline)
+        else:
+            outcome = self._apply_in_order(job, self._ordering, deadline)
+        outcome = replace(
+            outcome,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            version=job.version,
+            version_source=job.version_source,
+        )
         log_outcome(outcome)
+        return outcome
+
+    def _apply_in_order(self, job: Job, ordering: OrderedApplier, deadline: float) -> Outcome:
+        """The update through its thread's claim in the state table (see ordering.py)."""
+        if job.update is None or job.version is None:  # pragma: no cover - process() checks both
+            raise ValueError("only valid, versioned jobs are applied in order")
+        retry = Outcome(result=Result.RETRY, message_id=job.message_id, thread_id=job.thread_id)
+        try:
+            ordered = ordering.apply(
+                job.update, version=job.version, trace_id=job.message_id, deadline=deadline
+            )
+        except StateUnavailableError as error:
+            return replace(
+                retry, error=f"state table: {error}", retry_delay_s=transient_delay(job.receive_count, None)
+            )
+        if ordered.busy_until_ms is not None or ordered.plan is None:
+            delay = busy_delay(ordered.busy_until_ms, now_ms())
+            return replace(retry, error="the thread is held by another invocation", retry_delay_s=delay)
+        plan = ordered.plan
+        if plan.waiting_for:
+            waits = ", ".join(f"{name} version {version}" for name, version in plan.waiting_for.items())
+            delay = busy_delay(plan.wait_until_ms, now_ms())
+            return replace(retry, error=f"waiting for {waits}, whose outcome is unknown", retry_delay_s=delay)
+        newer = max(plan.covered.values()) if plan.covered else None
+        if ordered.call is None:
+            return Outcome(
+                result=Result.SUPERSEDED,
+                message_id=job.message_id,
+                thread_id=job.thread_id,
+                newer_version=newer,
+            )
+        outcome = replace(
+            self._settle(job, ordered.call, deadline),
+            newer_version=newer,
+            sent_fields=tuple(sorted(plan.send)) if plan.covered else None,
+            healed=tuple(sorted(plan.heal)) if ordered.call.result is CallResult.APPLIED else (),
+        )
+        if outcome.result is Result.SUCCESS and not plan.send and plan.covered:
+            outcome = replace(outcome, result=Result.SUPERSEDED)
         return outcome
 
     def _settle(self, job: Job, call: CallOutcome, deadline: float) -> Outcome:
         if call.result is CallResult.REJECTED:
-            return self._dead_letter(
+            outcome = self._dead_letter(
                 job, category=Category.REJECTED, error=call.error or "", call=call, deadline=deadline
             )
-        return Outcome(
-            result=Result.SUCCESS if call.result is CallResult.APPLIED else Result.RETRY,
-            message_id=job.message_id,
-            thread_id=job.thread_id,
-            status=call.status,
-            attempts=call.attempts,
-            error=call.error,
-            trace_id=call.trace_id,
-        )
+        else:
+            outcome = Outcome(
+                result=Result.SUCCESS if call.result is CallResult.APPLIED else Result.RETRY,
+                message_id=job.message_id,
+                thread_id=job.thread_id,
+                status=call.status,
+                attempts=call.attempts,
+                error=call.error,
+                trace_id=call.trace_id,
+            )
+        if outcome.result is Result.RETRY:
+            uncertain = call.uncertain and self._ordering is not None
+            delay = (
+                self._heal_delay_s if uncertain else transient_delay(job.receive_count, call.retry_after_s)
+            )
+            outcome = replace(outcome, retry_delay_s=delay)
+        return replace(outcome, latency_ms=call.latency_ms, retry_after_waits=call.retry_after_waits)
 
     def _dead_letter(
         self, job: Job, *, category: Category, error: str, deadline: float, call: CallOutcome | None = None
@@ -84,6 +145,8 @@ class UpdateProcessor:
             message_id=job.message_id,
             payload=job.payload,
             attempts=attempts,
+            version=job.version,
+            version_source=job.version_source,
         )
         try:
             self._dead_letters.send(letter, deadline)
@@ -156,6 +219,14 @@ class UpdateProcessor:
                 "unexpected error while processing an update", extra={"message_id": job.message_id}
             )
             return _not_attempted(job, f"unexpected error: {type(error).__name__}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerPool:
+    """The container's worker threads: at most ``workers`` updates in flight at once."""
+
+    executor: ThreadPoolExecutor
+    workers: int
 
 
 @dataclass

@@ -43,6 +43,17 @@ class Settings(BaseModel):
     secret_max_age_s: Annotated[int, Field(alias="POWERTOOLS_PARAMETERS_MAX_AGE", ge=0, le=86400)] = 300
     connect_timeout_s: Annotated[float, Field(alias="PORTKEY_CONNECT_TIMEOUT", gt=0, le=60)] = 3.05
     read_timeout_s: Annotated[float, Field(alias="PORTKEY_READ_TIMEOUT", gt=0, le=900)] = 30.0
+    # Ordering across batches and invocations (docs/contract.md#ordering); unset: per-batch lanes only.
+    state_table: Annotated[str | None, Field(alias="THREAD_STATE_TABLE")] = None
+    state_ttl_days: Annotated[int, Field(alias="THREAD_STATE_TTL_DAYS", ge=1, le=3650)] = 45
+    lease_grace_s: Annotated[float, Field(alias="THREAD_LEASE_GRACE_SECONDS", ge=0, le=900)] = 10.0
+    heal_delay_s: Annotated[int, Field(alias="LATE_WRITE_HEAL_DELAY_SECONDS", ge=0, le=43_200)] = 120
+
+    @field_validator("state_table", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        """An empty variable (a template parameter left blank) means no table, not a table named ''."""
+        return None if value == "" else value
 
     @field_validator("base_url")
     @classmethod

@@ -33,6 +33,9 @@ EXPECTED_ENV_VARS = {
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
     "POWERTOOLS_PARAMETERS_MAX_AGE",
+    "THREAD_STATE_TABLE",
+    "THREAD_STATE_TTL_DAYS",
+    "LATE_WRITE_HEAL_DELAY_SECONDS",
 }
 # Managed policies SAM itself attaches: basic logging, and the SQS poller for the SQS event.
 SAM_ADDED_MANAGED_POLICIES = {
@@ -203,14 +206,20 @@ def test_environment_variables_are_exactly_the_documented_ones(function_props: d
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "PortkeyThreadUpdater"
     assert variables["POWERTOOLS_LOG_LEVEL"] == {"Ref": "LogLevel"}
     assert str(variables["POWERTOOLS_PARAMETERS_MAX_AGE"]) == "300"
+    assert variables["THREAD_STATE_TABLE"] == {"Ref": "ThreadStateTable"}
+    assert variables["THREAD_STATE_TTL_DAYS"] == {"Ref": "ThreadStateTtlDays"}
+    assert variables["LATE_WRITE_HEAL_DELAY_SECONDS"] == {"Ref": "LateWriteHealDelaySeconds"}
 
 
 def test_policies_are_only_scoped_sam_policy_templates(function_props: dict[str, Any]) -> None:
-    """Given the function's Policies, then they are the two SAM policy templates, scoped to
-    the secret parameter and the DLQ, and nothing else (no managed policies, no inline '*')."""
+    """Given the function's Policies, then they are SAM policy templates, scoped to the secret
+    parameter, the DLQ, the source queue and the state table, and nothing else (no managed policies,
+    no inline '*')."""
     assert function_props["Policies"] == [
         {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "PortkeySecretArn"}}},
         {"SQSSendMessagePolicy": {"QueueName": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}},
+        {"SQSPollerPolicy": {"QueueName": {"Fn::GetAtt": ["SourceQueue", "QueueName"]}}},
+        {"DynamoDBWritePolicy": {"TableName": {"Ref": "ThreadStateTable"}}},
     ]
     assert "Role" not in function_props
 
@@ -384,7 +393,7 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         "PortkeyBaseUrl": {"Default": "https://api.portkey.ai/v1"},
         "MaxAttempts": {"Default": 3, "MinValue": 1, "MaxValue": 10},
         "MaxConcurrency": {"Default": 16, "MinValue": 1, "MaxValue": 256},
-        "MaxReceiveCount": {"Default": 5},
+        "MaxReceiveCount": {"Default": 32},
         "BatchSize": {"Default": 10, "MinValue": 1, "MaxValue": 10000},
         "MaximumBatchingWindowInSeconds": {"Default": 1, "MinValue": 0, "MaxValue": 300},
         "ScalingMaximumConcurrency": {"Default": 10, "MinValue": 2, "MaxValue": 1000},
@@ -395,6 +404,8 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         "OldestMessageAgeAlarmSeconds": {"Default": 900, "MinValue": 60},
         "RejectedNotFoundAlarmThreshold": {"Default": 10, "MinValue": 0},
         "AlarmTopicArn": {"Default": ""},
+        "ThreadStateTtlDays": {"Default": 45, "MinValue": 15},
+        "LateWriteHealDelaySeconds": {"Default": 120, "MinValue": 10, "MaxValue": 43200},
     }
     assert set(params) == set(expected)
     for name, attributes in expected.items():
@@ -759,6 +770,22 @@ def test_env_json_matches_template(function_props: dict[str, Any]) -> None:
     for name, value in template_vars.items():
         if not isinstance(value, dict):
             assert variables[name] == str(value), name
+
+
+def test_state_table_is_on_demand_encrypted_recoverable_and_expires(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """Given the state table, then it is keyed by thread_id alone, on demand, encrypted, with
+    point-in-time recovery and a TTL attribute; its TTL outlasts the DLQ's retention."""
+    props = resources["ThreadStateTable"]["Properties"]
+    assert props["KeySchema"] == [{"AttributeName": "thread_id", "KeyType": "HASH"}]
+    assert props["AttributeDefinitions"] == [{"AttributeName": "thread_id", "AttributeType": "S"}]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["SSESpecification"] == {"SSEEnabled": True}
+    assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    dlq_retention_days = resources["DeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] / 86400
+    assert template["Parameters"]["ThreadStateTtlDays"]["MinValue"] > dlq_retention_days
 
 
 def test_fifo_dashboard_shows_the_async_dead_letter_queue_alarm_and_depth(

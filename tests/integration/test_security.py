@@ -531,14 +531,26 @@ PSEUDO = {
     "AWS::NoValue",
 }
 # What the function's own role may do, and to what: read the one secret, send to the dead-letter queues.
+_POLLING = {"SourceQueue"}
 ALLOWED = {
     "secretsmanager:GetSecretValue": {"PortkeySecretArn"},
     "sqs:SendMessage": {"DeadLetterQueue", "AsyncDeadLetterQueue"},
     "sqs:SendMessage*": {"DeadLetterQueue", "AsyncDeadLetterQueue"},
+    # SQSPollerPolicy on the source queue (for ChangeMessageVisibility: retry delays)
+    "sqs:ChangeMessageVisibility": _POLLING,
+    "sqs:ChangeMessageVisibilityBatch": _POLLING,
+    "sqs:DeleteMessage": _POLLING,
+    "sqs:DeleteMessageBatch": _POLLING,
+    "sqs:GetQueueAttributes": _POLLING,
+    "sqs:ReceiveMessage": _POLLING,
+    # DynamoDBWritePolicy on the state table (the boundary narrows it to UpdateItem)
+    "dynamodb:PutItem": {"ThreadStateTable"},
+    "dynamodb:UpdateItem": {"ThreadStateTable"},
+    "dynamodb:BatchWriteItem": {"ThreadStateTable"},
 }
 
 
-def test_the_function_role_may_only_read_its_secret_and_write_its_dead_letter_queues(
+def test_the_function_role_may_only_use_its_secret_queues_and_state_table(
     translated: dict[str, Any],
 ) -> None:
     roles = [r for r in translated["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
@@ -568,10 +580,21 @@ BOUNDARY = {
     "sqs:ReceiveMessage": {"SourceQueue"},
     "sqs:DeleteMessage": {"SourceQueue"},
     "sqs:GetQueueAttributes": {"SourceQueue"},
+    "sqs:ChangeMessageVisibility": {"SourceQueue"},
+    "dynamodb:UpdateItem": {"ThreadStateTable"},
     "sqs:SendMessage": {"DeadLetterQueue", "AsyncDeadLetterQueue"},
     "secretsmanager:GetSecretValue": {"PortkeySecretArn"},
     "logs:CreateLogStream": {"FunctionLogGroup"},
     "logs:PutLogEvents": {"FunctionLogGroup"},
+}
+
+
+# Every AWS call the function makes (the event source mapping's own calls are the boundary's sqs rows).
+FUNCTION_CALLS = {
+    "secretsmanager:GetSecretValue",
+    "sqs:SendMessage",
+    "sqs:ChangeMessageVisibility",
+    "dynamodb:UpdateItem",
 }
 
 
@@ -596,11 +619,16 @@ def test_a_permissions_boundary_caps_the_role_at_its_own_queues_secret_and_log_g
 
     # Then it allows exactly what the function needs, each on this stack's own resources only
     assert granted == BOUNDARY
-    # and every action of the role's own policies survives it (the boundary does not break the function)
-    for policy in role["Properties"].get("Policies", []):
-        for statement in _statements(policy["PolicyDocument"]):
-            for action in _as_list(statement["Action"]):
-                assert action.rstrip("*") in granted, action
+    # and every call the function makes is in the role's own policies and survives the boundary
+    own = {
+        action
+        for policy in role["Properties"].get("Policies", [])
+        for statement in _statements(policy["PolicyDocument"])
+        for action in _as_list(statement["Action"])
+    }
+    for action in FUNCTION_CALLS:
+        assert action in own, action
+        assert action in granted, action
     # and the function logs to the group the boundary names
     [function] = [r for r in resources.values() if r["Type"] == "AWS::Lambda::Function"]
     assert _referenced(function["Properties"]["LoggingConfig"]["LogGroup"]) == {"FunctionLogGroup"}

@@ -1,8 +1,8 @@
 """Soak: thousands of updates through moto SQS, the real handler and a Portkey that fails ~30 % of
-the time; every message id must end in exactly one place. The machinery is ``bench/soak.py`` (the
+the time; every message id must end in exactly one place. The machinery is ``bench/soak/`` (the
 same run scales up with ``python -m bench.soak --updates 20000``); these are its bounded CI runs.
 
-How "exactly once" is settled (``bench.soak._settle``):
+How "exactly once" is settled (``bench.soak.books.settle``):
 
 * **applied** - the function reported the record done (not in ``batchItemFailures``, so the
   poller deleted it) and did not dead-letter it; cross-checked: the stand-in answered a 2xx to a

@@ -1,0 +1,188 @@
+"""One worker process = one warm Lambda container: poll, invoke the real handler, settle.
+
+Processes, not threads, because a container runs one invocation at a time (the handler's batch
+processor is a module singleton), exactly like Lambda's event source mapping scaling out over
+containers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bench.soak.config import SoakConfig
+from devstack.poller import SqsPoller
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue as MpQueue
+    from multiprocessing.synchronize import Event as MpEvent
+    from multiprocessing.synchronize import Lock as MpLock
+    from multiprocessing.synchronize import Semaphore as MpSemaphore
+
+
+@dataclass
+class Invocation:
+    records: list[str]
+    failed: list[str]
+    error: str | None = None
+
+
+@dataclass
+class WorkerResult:
+    index: int
+    invocations: list[Invocation] = field(default_factory=list)
+    receives_by_message: dict[str, int] = field(default_factory=dict)
+    handed_back: int = 0
+    timed_out: bool = False
+    error: str | None = None
+    longest_hold_s: float = 0.0  # from a receive to the delete of that batch
+
+
+class _SerializedPoller(SqsPoller):
+    """moto's ReceiveMessage is not atomic across concurrent callers (two could get the same message,
+    which real SQS avoids within the visibility timeout): containers take turns to receive."""
+
+    def __init__(self, *args: Any, receive_lock: MpLock, handback_visibility_s: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._receive_lock = receive_lock
+        self._handback_visibility_s = handback_visibility_s
+        self._received_at = 0.0
+        self.longest_hold_s = 0.0
+
+    def _receive_batch(self) -> Any:
+        with self._receive_lock:
+            self._received_at = time.monotonic()
+            return super()._receive_batch()
+
+    def _settle(self, messages: list[Any], response: Any) -> None:
+        """Delete what succeeded (the poller), then schedule what was handed back.
+
+        The visibility timeout plays two roles. While a batch is being processed it must outlast the
+        invocation (the queue's own value, as in the template); once the function has handed a
+        message back, it only delays the retry, and the harness shortens that to
+        ``handback_visibility_s`` so a run stays short. The function is not involved either way.
+
+        FIFO: moto delivers a group's handed-back messages out of order when several of them turn
+        visible together (its scan skips the first while the later ones are still "in flight", then
+        releases the group at the last one and delivers that); real SQS keeps the group's order. So
+        every handed-back message after the first of its group turns visible at once, and the first
+        one later: moto's scan then releases them behind the first one, in order.
+        """
+        super()._settle(messages, response)
+        if not isinstance(response, Mapping):
+            return
+        failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+        first_of_group: set[str] = set()
+        entries: list[Any] = []
+        for message in messages:
+            if message["MessageId"] not in failed:
+                continue
+            group = message.get("Attributes", {}).get("MessageGroupId")
+            later_in_group = group is not None and group in first_of_group
+            if group is not None:
+                first_of_group.add(group)
+            entries.append(
+                {
+                    "Id": str(len(entries)),
+                    "ReceiptHandle": message["ReceiptHandle"],
+                    "VisibilityTimeout": 0 if later_in_group else self._handback_visibility_s,
+                }
+            )
+        for start in range(0, len(entries), 10):
+            self._sqs.change_message_visibility_batch(
+                QueueUrl=self.queue_url, Entries=entries[start : start + 10]
+            )
+
+    def poll_once(self) -> int:
+        handled = super().poll_once()
+        if handled:
+            self.longest_hold_s = max(self.longest_hold_s, time.monotonic() - self._received_at)
+        return handled
+
+
+_FUNCTION_ENV_PREFIXES = ("AWS_", "PORTKEY_", "POWERTOOLS_", "DLQ_", "MAX_")
+
+
+def container(
+    index: int,
+    env: dict[str, str],
+    config: SoakConfig,
+    queue_url: str,
+    log_path: str,
+    receive_lock: MpLock,
+    room: MpSemaphore,
+    producer_done: MpEvent,
+    stop: MpEvent,
+    results: MpQueue[WorkerResult],
+) -> None:
+    """One warm container: poll, invoke the real handler, settle; until the queue is empty."""
+    result = WorkerResult(index)
+    try:
+        _enter_container(env, log_path)
+        poller = _SerializedPoller(
+            queue_url,
+            _invoker(result, room),
+            batch_size=config.batch_size,
+            window_s=config.window_s,
+            function_timeout_s=config.function_timeout_s,
+            receive_lock=receive_lock,
+            handback_visibility_s=config.handback_visibility_s,
+        )
+        _poll_until_drained(poller, config, producer_done, stop, result)
+        result.receives_by_message = dict(poller.stats.receives_by_message)
+        result.handed_back = poller.stats.handed_back
+        result.longest_hold_s = poller.longest_hold_s
+    except BaseException as error:  # reported to the parent, which fails the run
+        result.error = f"{type(error).__name__}: {error}"
+    finally:
+        results.put(result)
+
+
+def _enter_container(env: dict[str, str], log_path: str) -> None:
+    """stdout to this container's log file, and only this run's function environment."""
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log_fd, 1)  # the function's JSON logs and EMF metrics, like CloudWatch Logs
+    for name in [name for name in os.environ if name.startswith(_FUNCTION_ENV_PREFIXES)]:
+        del os.environ[name]  # only this run's configuration (the fork server may be older)
+    os.environ.update(env)
+
+
+def _invoker(result: WorkerResult, room: MpSemaphore) -> Callable[[dict[str, Any], Any], Any]:
+    """The real handler, recording each invocation and giving the producer room for what left."""
+    from handler import lambda_handler
+
+    def invoke(event: dict[str, Any], context: Any) -> Any:
+        records = [str(record["messageId"]) for record in event["Records"]]
+        try:
+            response = lambda_handler(event, context)
+        except Exception as error:
+            result.invocations.append(Invocation(records, records, f"{type(error).__name__}: {error}"))
+            raise
+        failed = [str(item["itemIdentifier"]) for item in response["batchItemFailures"]]
+        result.invocations.append(Invocation(records, failed))
+        for _ in range(len(records) - len(set(failed))):
+            room.release()  # these leave the queue: the producer may send as many
+        return response
+
+    return invoke
+
+
+def _poll_until_drained(
+    poller: _SerializedPoller, config: SoakConfig, producer_done: MpEvent, stop: MpEvent, result: WorkerResult
+) -> None:
+    """Poll until the producer is done and the queue is empty, ``stop`` is set, or time is up."""
+    ends = time.monotonic() + config.max_seconds
+    while not stop.is_set():
+        if time.monotonic() >= ends:
+            result.timed_out = True
+            break
+        if poller.poll_once():
+            continue
+        if producer_done.is_set() and poller.in_queue() == 0:
+            break
+        # Nothing visible: what is left waits out its visibility timeout. Poll again shortly
+        # (bounded by the loop's deadline; stop() ends the wait at once).
+        stop.wait(0.1)

@@ -1,0 +1,111 @@
+"""Retry delays for handed-back SQS records, instead of the queue's whole visibility timeout.
+
+A record in ``batchItemFailures`` becomes visible again when its visibility timeout ends (660 s on
+this stack's queue). That is right for a configuration error (nothing fixes itself in seconds) but
+far too slow after a ``Retry-After: 1`` or for an update that only waits for its thread's lease.
+So before answering, the function changes each handed-back record's visibility to its own delay:
+
+=============================  ===========================================================
+why it was handed back         delay
+=============================  ===========================================================
+transient (429, 5xx, network)  backoff from the receive count: 2 s · 2^(n-1), equal jitter,
+                               at least the server's Retry-After, at most 300 s
+thread held by another         until that lease ends (1 s at least), plus up to 1 s jitter
+outcome unknown (late write)   LATE_WRITE_HEAL_DELAY_SECONDS (the heal delay)
+configuration error            unchanged: the queue's visibility timeout
+=============================  ===========================================================
+
+Best effort: when the call fails or the invocation is out of time, the record simply comes back
+after the queue's visibility timeout, which is always safe (just slower).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
+from thread_updater.jobs import Job
+from thread_updater.observability import logger
+from thread_updater.outcomes import Outcome, Result
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import ChangeMessageVisibilityBatchRequestEntryTypeDef
+
+__all__ = ["RETRY_BASE_S", "RETRY_CAP_S", "HandBack", "busy_delay", "transient_delay"]
+
+RETRY_BASE_S = 2.0
+RETRY_CAP_S = 300.0
+_BATCH = 10  # ChangeMessageVisibilityBatch takes at most 10 entries
+
+
+def transient_delay(receive_count: int, retry_after_s: float | None) -> float:
+    """Exponential backoff from the receive count with equal jitter, at least ``retry_after_s``."""
+    ceiling = min(RETRY_CAP_S, RETRY_BASE_S * 2.0 ** min(max(receive_count, 1) - 1, 16))
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not cryptography
+    return round(min(RETRY_CAP_S, max(delay, retry_after_s or 0.0)), 1)
+
+
+def busy_delay(until_ms: int | None, now_ms: int) -> float:
+    """Until another invocation's lease on the thread ends, with jitter so waiters do not collide."""
+    remaining_s = max(1.0, ((until_ms or now_ms) - now_ms) / 1000)
+    return round(min(RETRY_CAP_S, remaining_s + random.uniform(0, 1)), 1)  # noqa: S311 - jitter
+
+
+class HandBack:
+    """Sets handed-back records' visibility to their ``Outcome.retry_delay_s``."""
+
+    def __init__(self) -> None:
+        self._sqs = LazyClient("sqs")
+
+    def apply(self, jobs: Sequence[Job], outcomes: Sequence[Outcome], deadline: float) -> None:
+        """Change the visibility of every handed-back record that has a delay of its own."""
+        delays = {o.message_id: o.retry_delay_s for o in outcomes if o.result is Result.RETRY}
+        by_queue: dict[str, list[ChangeMessageVisibilityBatchRequestEntryTypeDef]] = {}
+        for job in jobs:
+            delay = delays.get(job.message_id)
+            if delay is None or job.receipt is None:
+                continue
+            entry: ChangeMessageVisibilityBatchRequestEntryTypeDef = {
+                "Id": str(len(by_queue.get(job.receipt.queue_arn, []))),
+                "ReceiptHandle": job.receipt.receipt_handle,
+                "VisibilityTimeout": max(0, min(43_200, round(delay))),
+            }
+            by_queue.setdefault(job.receipt.queue_arn, []).append(entry)
+        for queue_arn, entries in by_queue.items():
+            for start in range(0, len(entries), _BATCH):
+                if not self._change(queue_arn, entries[start : start + _BATCH], deadline):
+                    return
+
+    def _change(
+        self, queue_arn: str, entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef], deadline: float
+    ) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if deadline - time.monotonic() < WORST_CASE_CALL_S:
+            logger.warning("no time left to set retry delays; records return after the visibility timeout")
+            return False
+        client: SQSClient = self._sqs()
+        try:
+            answer = client.change_message_visibility_batch(
+                QueueUrl=queue_url(client.meta.endpoint_url, queue_arn), Entries=entries
+            )
+        except (BotoCoreError, ClientError) as error:
+            logger.warning("could not set retry delays", extra={"queue": queue_arn, "error": str(error)})
+            return True
+        if answer.get("Failed"):
+            logger.warning(
+                "some retry delays were not set",
+                extra={"queue": queue_arn, "failed": [item.get("Code") for item in answer["Failed"]]},
+            )
+        return True
+
+
+def queue_url(endpoint_url: str, queue_arn: str) -> str:
+    """``arn:aws:sqs:<region>:<account>:<name>`` → the queue URL at this client's endpoint (no
+    GetQueueUrl call: the ARN already names the account and the queue)."""
+    *_, account, name = queue_arn.split(":")
+    return f"{endpoint_url.rstrip('/')}/{account}/{name}"
