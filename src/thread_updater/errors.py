@@ -4,12 +4,17 @@ Every update ends in exactly one place. The tree below is the whole decision, to
 
     record / event
     ├── invalid (envelope, JSON, schema, version)  → dead letter, category "validation" (no HTTP call)
-    ├── ConfigurationError (environment, secret,   → not attempted: SQS records go back to the queue,
-    │   credentials refused after a refresh)          an EventBridge invocation fails; ConfigurationErrors
-    │                                                 metric and one ERROR line naming the problem
+    ├── ConfigurationError (environment, secret    → not attempted: SQS records go back to the queue,
+    │   unreadable or invalid, credentials refused    an EventBridge invocation fails; ConfigurationErrors
+    │   for every request after a refresh)            metric and one ERROR line naming the problem
+    │   └── AccountLimitError (402, 412)           → the same: account-level, the line says what to fix
+    ├── CredentialsUnavailable (no time left to    → handed back, not a configuration error
+    │   read the secret; secret_store.py)
     └── Modify Thread call (classification.py)
         ├── 2xx                                    → applied
-        ├── permanent 4xx                          → dead letter, category "rejected"
+        ├── permanent 4xx, a 403 for this thread   → dead letter, category "rejected"
+        │   only (others accepted the credentials)
+        ├── contention (409, an active run)        → retried with longer backoff, then handed back
         └── transient (429, 5xx, timeouts, …)      → retried inside the invocation, then handed back
                                                       (SQS batchItemFailures / EventBridge raises)
     DeadLetterError (the DLQ refused the letter)   → the record is handed back instead of lost

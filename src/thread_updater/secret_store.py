@@ -148,6 +148,10 @@ class CredentialStore:
             credentials = credentials_from_secret(self._read())
         except ConfigurationError as error:
             fetch.error = error
+        except Exception as error:  # a read must always be settled, or its waiters would wait in vain
+            fetch.error = ConfigurationError(
+                f"Portkey secret {self._secret_id!r} could not be read: {type(error).__name__}"
+            )
         else:
             fetch.credentials = credentials
         with self._lock:
