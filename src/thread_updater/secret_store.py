@@ -5,9 +5,11 @@ cache runs each caller's fetch on its own (no sharing between concurrent workers
 and wraps every failure into one ``GetParameterError`` whose type no longer says whether the failure
 was transient (a timeout) or permanent (the secret was deleted). The rules here:
 
-* **Deadline first.** No Secrets Manager call starts unless its worst case
-  (``aws.WORST_CASE_CALL_S``) ends before the invocation's deadline; a worker waiting for a fetch
-  stops waiting at the deadline. Either way the update is handed back, not failed.
+* **Deadline first.** No Secrets Manager request starts unless its worst case (``READ_ATTEMPT_S``:
+  connect plus read timeout) ends before the deadline; a transient failure is retried once
+  (``aws.MAX_ATTEMPTS``) only under the same condition, which is why the retry is ours and not
+  botocore's. A worker waiting for a read stops waiting at the deadline. Either way the update is
+  handed back, not failed.
 * **One fetch per need.** Concurrent workers that need the secret wait for the one fetch in flight
   and share its result, a failure included; a failure is also remembered for the rest of that
   invocation (identified by its deadline), so no later worker of the batch pays for it again.
@@ -21,12 +23,13 @@ was transient (a timeout) or permanent (the secret was deleted). The rules here:
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from thread_updater.aws import WORST_CASE_CALL_S, bounded_config
+from thread_updater.aws import CONNECT_TIMEOUT_S, MAX_ATTEMPTS, READ_TIMEOUT_S
 from thread_updater.credentials import PortkeyCredentials, credentials_from_secret
 from thread_updater.errors import ConfigurationError
 from thread_updater.observability import logger
@@ -34,7 +37,11 @@ from thread_updater.observability import logger
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-__all__ = ["STALE_GRACE_S", "STALE_RETRY_S", "CredentialStore", "CredentialsUnavailable"]
+__all__ = ["READ_ATTEMPT_S", "STALE_GRACE_S", "STALE_RETRY_S", "CredentialStore", "CredentialsUnavailable"]
+
+READ_ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S
+"""The worst case of one GetSecretValue request: no request starts with less time than this left."""
+_RETRY_JITTER_S = 0.5
 
 STALE_GRACE_S = 900.0
 """How long past their cache age the last good credentials are served while Secrets Manager fails
@@ -126,7 +133,7 @@ class CredentialStore:
             return self._inflight, False
         if self._failed is not None and self._failed.deadline == deadline:
             return self._failed, False
-        if deadline - time.monotonic() < WORST_CASE_CALL_S:
+        if deadline - time.monotonic() < READ_ATTEMPT_S:
             raise CredentialsUnavailable("not enough time left in this invocation to read the secret")
         self._inflight = _Fetch(deadline=deadline, force=force)
         return self._inflight, True
@@ -145,7 +152,7 @@ class CredentialStore:
     def _run(self, fetch: _Fetch) -> None:
         """Read the secret (outside the lock), then publish the result to every waiter."""
         try:
-            credentials = credentials_from_secret(self._read())
+            credentials = credentials_from_secret(self._read_within(fetch.deadline))
         except ConfigurationError as error:
             fetch.error = error
         except Exception as error:  # a read must always be settled, or its waiters would wait in vain
@@ -192,8 +199,20 @@ class CredentialStore:
         )
         return True
 
+    def _read_within(self, deadline: float) -> object:
+        """The secret, with one retry after a transient failure while a whole attempt still fits."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return self._read()
+            except _TransientSecretError:
+                pause = random.uniform(0, _RETRY_JITTER_S)  # noqa: S311 - jitter, not cryptography
+                if attempt == MAX_ATTEMPTS or deadline - time.monotonic() - pause < READ_ATTEMPT_S:
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _read(self) -> object:
-        """One GetSecretValue call (bounded by ``aws.bounded_config``), decoded as JSON."""
+        """One GetSecretValue request (one attempt: ``READ_ATTEMPT_S`` at worst), decoded as JSON."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -219,6 +238,12 @@ class CredentialStore:
         # Only the one owner of a read gets here at a time, so creating the client needs no lock.
         if self._client is None:
             import boto3
+            from botocore.config import Config
 
-            self._client = boto3.session.Session().client("secretsmanager", config=bounded_config())
+            single_attempt = Config(
+                connect_timeout=CONNECT_TIMEOUT_S,
+                read_timeout=READ_TIMEOUT_S,
+                retries={"mode": "standard", "total_max_attempts": 1},
+            )
+            self._client = boto3.session.Session().client("secretsmanager", config=single_attempt)
         return self._client
