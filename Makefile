@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv gateway test lint typecheck validate security unit integration e2e infra tooling pytest run bench clean
+.PHONY: venv gateway test lint typecheck validate security unit integration e2e infra tooling pytest run up down dlq bench clean
 
 venv: $(STAMP)
 
@@ -66,6 +66,19 @@ test: lint typecheck validate security pytest
 
 run: venv
 	$(BIN)/python -m devstack.run $(ARGS)
+
+# A local stack left running for rehearsing the DLQ tool: moto (the template's queues, secret, bus and
+# rule), the Portkey stand-in and the function behind a poller. `make up` prints the variables to
+# export (also written to build/devstack/env.sh); `make down` stops it.
+up: venv
+	$(BIN)/python -m devstack.up start
+
+down: venv
+	$(BIN)/python -m devstack.up stop
+
+# The dead-letter queue tool (docs/operations.md): make dlq ARGS="inspect", make dlq ARGS="replay --dry-run".
+dlq: venv
+	$(BIN)/python -m ops.dlq $(ARGS)
 
 # Not part of `make test`: installs the benchmark-only extras (Portkey SDK, matplotlib), then runs it.
 bench: venv

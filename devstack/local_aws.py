@@ -1,7 +1,8 @@
 """The function's AWS side on this machine: moto in server mode with the template's resources.
 
 A source queue with a redrive policy to the DLQ, the Portkey secret, the per-thread state table
-(DynamoDB), and an EventBridge bus whose ``ModifyThread`` rule targets the source queue. boto3 reaches it through ``AWS_ENDPOINT_URL``.
+(DynamoDB), and an EventBridge bus whose ``ModifyThread`` rule targets the source queue. boto3
+reaches it through ``AWS_ENDPOINT_URL``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def queue_arn(sqs: SQSClient, queue_url: str) -> str:
 def moto_server() -> Iterator[str]:
     """moto on a free loopback port, with ``AWS_ENDPOINT_URL`` and fake credentials set meanwhile."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    logging.getLogger("moto").setLevel(logging.INFO)  # its DEBUG lines (expression parsing) cost more than the calls
+    # moto's DEBUG lines (DynamoDB expression parsing) cost more than the calls they describe
+    logging.getLogger("moto").setLevel(logging.INFO)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

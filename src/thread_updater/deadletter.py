@@ -48,6 +48,15 @@ class DeadLetter:
         return json.dumps(document, ensure_ascii=True)
 
 
+def _fifo_group(letter: DeadLetter, letter_id: str) -> str:
+    """A thread's rejected letters share its group, so they are read (and replayed) in order. An invalid
+    message has nothing to keep in order with: a group of its own, so that a letter held by a reader
+    never hides the other invalid ones behind it (SQS hands out nothing of a group while one is held)."""
+    if letter.category is Category.VALIDATION or not letter.thread_id:
+        return f"letter-{letter_id[:64]}"
+    return letter.thread_id
+
+
 class DeadLetterQueue:
     """Sends dead letters to SQS; the client is created on first use (most invocations never need it)."""
 
@@ -75,10 +84,9 @@ class DeadLetterQueue:
             "MessageAttributes": attributes,
         }
         if self._is_fifo:  # a FIFO source queue needs a FIFO DLQ
-            request["MessageGroupId"] = letter.thread_id or "invalid"
-            request["MessageDeduplicationId"] = hashlib.sha256(
-                f"{letter.source}:{letter.message_id}".encode()
-            ).hexdigest()
+            letter_id = hashlib.sha256(f"{letter.source}:{letter.message_id}".encode()).hexdigest()
+            request["MessageGroupId"] = _fifo_group(letter, letter_id)
+            request["MessageDeduplicationId"] = letter_id
         try:
             client: SQSClient = self._sqs()
             client.send_message(**request)

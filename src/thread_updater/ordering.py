@@ -5,7 +5,8 @@ For one update of version ``v`` setting fields ``F``, with the thread claimed in
 * a field whose confirmed version is newer than ``v`` is *covered*: not sent (an update all of whose
   fields are covered is ``superseded``: acknowledged without a request);
 * a field sent earlier with a newer version whose outcome is unknown, and not confirmed since, makes
-  the update *wait*: it is handed back, so an older value is never sent after a newer one;
+  the update *wait*: it is handed back, so an older value is never sent after a newer one; so does
+  the update's own earlier attempt in doubt, until its heal time (then this update heals);
 * every other field is sent (an equal version is a redelivery: sent again, which is idempotent);
 * a field with an unknown outcome whose heal time has come is *healed*: its newest confirmed value
   is sent again (with the update's own fields, in one request), undoing a late write that may have
@@ -51,7 +52,13 @@ def plan_update(state: ThreadState, *, version: int, fields: frozenset[str], now
     wait_until: list[int] = []
     for name in sorted(fields):
         current = state.field(name)
-        if current.version is not None and current.version > version:
+        heal_pending = current.heal_at_ms is not None and now < current.heal_at_ms
+        if current.doubt == version and heal_pending:
+            # Our own earlier attempt may still land: come back when its heal is due, so this very
+            # update (an EventBridge retry comes after a minute) is what heals the thread.
+            waiting[name] = version
+            wait_until.append(current.heal_at_ms or now)
+        elif current.version is not None and current.version > version:
             covered[name] = current.version
         elif current.doubt is not None and current.doubt > version:
             waiting[name] = current.doubt

@@ -24,7 +24,7 @@ HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
 MAKE_TARGET = re.compile(r"\bmake\s+([A-Za-z][\w-]*)(?![\w=-])")
 PYTHON_MODULE = re.compile(r"\bpython\S*\s+-m\s+([A-Za-z_][\w.]*)")
 # A quoted path into one of the repository's folders; bench/out/ and build/ are written by runs.
-REPO_PATH = re.compile(r"(?<![\w./-])((?:src|tests|events|devstack|bench|tools|docs|\.ci)/[\w./-]*)")
+REPO_PATH = re.compile(r"(?<![\w./-])((?:src|tests|events|devstack|bench|tools|ops|docs|\.ci)/[\w./-]*)")
 GENERATED_PREFIXES = ("bench/out/",)
 MODULE_ROOTS = [REPO_ROOT, REPO_ROOT / "src"]
 

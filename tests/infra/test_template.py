@@ -657,7 +657,8 @@ def test_dashboard_body_is_valid_json_with_the_operating_views(
 
 
 def test_outputs_present(template: dict[str, Any]) -> None:
-    """Given the outputs, then queue URLs/ARNs and the function ARN/name are exported."""
+    """Given the outputs, then queue URLs/ARNs, the function ARN/name and the event bus are exported:
+    everything the DLQ tool's variables (DLQ_URL, SOURCE_QUEUE_URL, EVENT_BUS_NAME, FUNCTION_ARN) need."""
     outputs = template["Outputs"]
     for name in (
         "SourceQueueUrl",
@@ -666,10 +667,13 @@ def test_outputs_present(template: dict[str, Any]) -> None:
         "DeadLetterQueueArn",
         "FunctionArn",
         "FunctionName",
+        "EventBusName",
     ):
         assert "Value" in outputs[name], name
     assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": "DeadLetterQueue"}
+    assert outputs["SourceQueueUrl"]["Value"] == {"Ref": "SourceQueue"}
     assert outputs["FunctionName"]["Value"] == {"Ref": FUNCTION_ID}
+    assert outputs["EventBusName"]["Value"] == {"Ref": "EventBusName"}
 
 
 def test_samconfig(template: dict[str, Any]) -> None:

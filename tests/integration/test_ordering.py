@@ -356,6 +356,40 @@ def test_a_late_write_is_healed_by_the_delayed_resend(
     assert (healed["outcome"], healed["healed"]) == ("superseded", ["metadata"])
 
 
+@pytest.mark.usefixtures("state_table")
+def test_an_eventbridge_retry_heals_a_late_write_once_its_heal_time_has_come(
+    invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an event (version 1) whose request times out while the upstream still holds it
+    monkeypatch.setenv("MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("PORTKEY_READ_TIMEOUT", "0.3")
+    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "1")
+    release = threading.Event()
+    portkey.script(THREAD, Reply(hold=release))
+    older = eventbridge_event(update(1, metadata={"v": "1"}))
+    try:
+        with pytest.raises(UpdateNotApplied):
+            invoke(older)
+        uncertain_at = time.monotonic()
+        # And a newer event is applied meanwhile
+        invoke(eventbridge_event(update(2, metadata={"v": "2"})))
+    finally:
+        release.set()  # the late write of version 1 lands, overtaking version 2
+    assert portkey.wait_for(lambda: portkey.in_flight == 0 and stored_metadata(portkey) == {"v": "1"})
+    sent_before_retry = len(portkey.requests)
+
+    # When Lambda retries the older event before its heal time, it waits (raises, nothing sent)
+    with pytest.raises(UpdateNotApplied, match="whose outcome is unknown"):
+        invoke(older)
+    assert len(portkey.requests) == sent_before_retry
+
+    # And when it retries after the heal time (the 1 s under test), the newest state is sent again
+    time.sleep(max(0.0, uncertain_at + 1.05 - time.monotonic()))
+    assert invoke(older) is None
+    assert portkey.requests[-1].json == {"metadata": {"v": "2"}}
+    assert stored_metadata(portkey) == {"v": "2"}
+
+
 @pytest.mark.parametrize(
     ("reply", "ordered", "returns_within_s"),
     [(Reply(drop="mid_response"), True, 2), (Reply(status=503), False, 5)],

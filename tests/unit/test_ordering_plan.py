@@ -49,6 +49,16 @@ def test_an_older_update_waits_for_a_newer_version_in_doubt() -> None:
     assert plan.send == frozenset()
 
 
+@pytest.mark.parametrize("applied", [None, 3, 8])
+def test_the_update_in_doubt_itself_waits_until_its_heal_time(applied: int | None) -> None:
+    # Given this very update (version 3) was sent with an unknown outcome, healing at NOW + 60 s
+    current = state(metadata=FieldState(version=applied, value={}, doubt=3, heal_at_ms=NOW + 60_000))
+    plan = plan_update(current, version=3, fields=METADATA, now=NOW)
+    # Then its redelivery (an EventBridge retry comes after a minute) waits for the heal time
+    assert plan.waiting_for == {"metadata": 3}
+    assert plan.wait_until_ms == NOW + 60_000
+
+
 def test_a_doubt_already_confirmed_does_not_hold_older_updates_back() -> None:
     current = state(metadata=FieldState(version=7, value={}, doubt=7, heal_at_ms=NOW + 5_000))
     plan = plan_update(current, version=5, fields=METADATA, now=NOW)
@@ -67,7 +77,7 @@ def test_a_due_doubt_heals_with_the_newest_confirmed_value() -> None:
 
 def test_a_doubt_not_yet_due_heals_nothing() -> None:
     current = state(metadata=FieldState(version=8, value={"v": "8"}, doubt=3, heal_at_ms=NOW + 1))
-    plan = plan_update(current, version=3, fields=METADATA, now=NOW)
+    plan = plan_update(current, version=2, fields=METADATA, now=NOW)
     assert dict(plan.heal) == {}
     assert plan.superseded
 

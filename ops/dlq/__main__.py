@@ -1,0 +1,7 @@
+"""``python -m ops.dlq inspect|replay``: see ``ops.dlq.cli``."""
+
+import sys
+
+from ops.dlq.cli import main
+
+sys.exit(main())

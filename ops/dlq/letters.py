@@ -1,0 +1,297 @@
+"""What a dead-letter queue message is, and where its copy would go on a replay.
+
+A DLQ message has one of three shapes (docs/contract.md, "Dead-letter message"):
+
+- **envelope**: the function's JSON letter, ``thread_updater.deadletter.DeadLetter`` (categories from
+  ``thread_updater.deadletter.Category``);
+- **redriven**: the raw original source-queue body, moved by the redrive policy after
+  ``maxReceiveCount`` receives (category ``exhausted``), or a raw EventBridge event carrying
+  EventBridge's ``ERROR_CODE``/``RULE_ARN`` attributes from the rule's delivery DLQ (``undelivered``);
+- **destination**: a Lambda on-failure destination record of an asynchronous (EventBridge) invoke
+  (``requestContext``, ``requestPayload``, ``responsePayload``; category ``async-failure``).
+
+Classification never raises: an odd body is still a letter (``exhausted``), replayed as-is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import typing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from thread_updater.deadletter import Category, DeadLetter, Source
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, MessageTypeDef
+
+Shape = Literal["envelope", "redriven", "destination"]
+SHAPES: tuple[Shape, ...] = typing.get_args(Shape)
+SOURCES: tuple[Source, ...] = typing.get_args(Source)
+EXHAUSTED, UNDELIVERED, ASYNC_FAILURE = "exhausted", "undelivered", "async-failure"
+CATEGORIES: tuple[str, ...] = (
+    *(category.value for category in Category),
+    EXHAUSTED,
+    UNDELIVERED,
+    ASYNC_FAILURE,
+)
+
+ENVELOPE_FIELDS = frozenset(item.name for item in dataclasses.fields(DeadLetter))
+# The fields that make a JSON body an envelope. Fields added later (``version``, ``version_source``) are
+# optional so that letters written before them are still recognised.
+_IDENTIFYING_FIELDS = frozenset({"category", "error", "source", "message_id", "payload"})
+if not _IDENTIFYING_FIELDS <= ENVELOPE_FIELDS:  # the schema changed under the tool: fail loudly at import
+    raise ImportError(f"DeadLetter no longer has {sorted(_IDENTIFYING_FIELDS - ENVELOPE_FIELDS)}")
+
+_EVENTBRIDGE_DLQ_ATTRIBUTES = frozenset({"ERROR_CODE", "RULE_ARN", "TARGET_ARN"})
+_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
+_NOT_APPLIED_PREFIX = re.compile(r"^update \S+ not applied: ")
+EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """Where a replay sends a letter: the source queue (body as-is) or an event bus (the event)."""
+
+    kind: Literal["queue", "bus"]
+    body: str = ""
+    attributes: dict[str, MessageAttributeValueTypeDef] = field(default_factory=dict)
+    event: dict[str, Any] = field(default_factory=dict)  # the original EventBridge event, for a bus
+
+
+@dataclass(frozen=True, kw_only=True)
+class Letter:
+    """One DLQ message, classified."""
+
+    message_id: str
+    receipt_handle: str
+    shape: Shape
+    category: str
+    status: int | None
+    thread_id: str | None
+    source: str
+    reason: str
+    failed_at: datetime
+    sent_at: datetime  # when the DLQ received it (SentTimestamp)
+    receive_count: int
+    version: int | None = None  # the update's effective version, when the letter carries one
+    version_source: str | None = None
+    target: Target | None = None
+    unreplayable: str | None = None  # why there is no target
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "shape": self.shape,
+            "category": self.category,
+            "status": self.status,
+            "thread_id": self.thread_id,
+            "source": self.source,
+            "version": self.version,
+            "reason": self.reason,
+            "failed_at": iso(self.failed_at),
+            "receive_count": self.receive_count,
+        }
+
+    def replay_order(self) -> tuple[str, bool, int, datetime]:
+        """Letters of one thread oldest first: by version, falling back to the failure time."""
+        return (self.thread_id or "", self.version is not None, self.version or 0, self.failed_at)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _parse_time(value: object, fallback: datetime) -> datetime:
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return fallback
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return fallback
+
+
+def _json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _integer(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _is_eventbridge_event(document: object) -> bool:
+    return isinstance(document, dict) and "detail-type" in document and "detail" in document
+
+
+def _thread_id_of(document: object) -> str | None:
+    """The update's thread id: top level, or in an EventBridge event's ``detail``."""
+    if isinstance(document, dict) and _is_eventbridge_event(document):
+        document = document["detail"]
+    if isinstance(document, dict):
+        thread_id = document.get("thread_id")
+        if isinstance(thread_id, str) and thread_id:
+            return thread_id[:256]
+    return None
+
+
+def _bus_target(event: object) -> Target | str:
+    """A target re-creating ``event`` on a bus, or why that is impossible."""
+    if not isinstance(event, dict):
+        return "the EventBridge event is not a JSON object"
+    source, detail_type = event.get("source"), event.get("detail-type")
+    if not isinstance(source, str) or not source or not isinstance(detail_type, str) or not detail_type:
+        return "the EventBridge event has no source/detail-type"
+    if not isinstance(event.get("detail"), dict):
+        return "the EventBridge event's detail is not a JSON object"
+    return Target(kind="bus", event=event)
+
+
+def _target_fields(target: Target | str) -> dict[str, Any]:
+    if isinstance(target, Target):
+        return {"target": target}
+    return {"unreplayable": target}
+
+
+def _passthrough_attributes(message: MessageTypeDef) -> dict[str, MessageAttributeValueTypeDef]:
+    attributes: dict[str, MessageAttributeValueTypeDef] = {}
+    for name, value in message.get("MessageAttributes", {}).items():
+        if "StringValue" in value:
+            attributes[name] = {"DataType": value["DataType"], "StringValue": value["StringValue"]}
+        elif "BinaryValue" in value:
+            attributes[name] = {"DataType": value["DataType"], "BinaryValue": value["BinaryValue"]}
+    return attributes
+
+
+def _string_attribute(message: MessageTypeDef, name: str) -> str:
+    value = message.get("MessageAttributes", {}).get(name)
+    return str(value.get("StringValue") or "") if value else ""
+
+
+def _common(message: MessageTypeDef) -> dict[str, Any]:
+    system = message.get("Attributes", {})
+    try:
+        sent_at = datetime.fromtimestamp(int(system.get("SentTimestamp", "0")) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        sent_at = EPOCH
+    return {
+        "message_id": message.get("MessageId", ""),
+        "receipt_handle": message.get("ReceiptHandle", ""),
+        "receive_count": int(system.get("ApproximateReceiveCount", "0") or 0),
+        "sent_at": sent_at,
+    }
+
+
+def _envelope(document: dict[str, Any], common: dict[str, Any]) -> Letter:
+    source = str(document.get("source"))
+    payload = document.get("payload")
+    payload_text = payload if isinstance(payload, str) else json.dumps(payload)
+    thread_id = document.get("thread_id")
+    version_source = document.get("version_source")
+    target = (
+        _bus_target(_json(payload_text))
+        if source == "eventbridge"
+        else Target(kind="queue", body=payload_text)
+    )
+    return Letter(
+        **common,
+        shape="envelope",
+        category=str(document.get("category")),
+        status=_integer(document.get("status")),
+        thread_id=thread_id if isinstance(thread_id, str) else _thread_id_of(_json(payload_text)),
+        source=source,
+        reason=str(document.get("error") or ""),
+        failed_at=_parse_time(document.get("failed_at"), common["sent_at"]),
+        version=_integer(document.get("version")),
+        version_source=version_source if isinstance(version_source, str) else None,
+        **_target_fields(target),
+    )
+
+
+def _destination(document: dict[str, Any], common: dict[str, Any]) -> Letter:
+    """A Lambda on-failure record: the reason is the function's error message (the HTTP status first,
+    without the ``update <id> not applied:`` prefix that would push it out of view), then the condition."""
+    context = document.get("requestContext")
+    condition = str(context.get("condition") or "failed") if isinstance(context, dict) else "failed"
+    response = document.get("responsePayload")
+    message = ""
+    if isinstance(response, dict):
+        message = str(response.get("errorMessage") or response.get("errorType") or "")
+    message = _NOT_APPLIED_PREFIX.sub("", message)
+    status = _HTTP_STATUS.search(message)
+    request = document.get("requestPayload")
+    return Letter(
+        **common,
+        shape="destination",
+        category=ASYNC_FAILURE,
+        status=int(status.group(1)) if status else None,
+        thread_id=_thread_id_of(request),
+        source="eventbridge",
+        reason=f"{message} ({condition})" if message else condition,
+        failed_at=_parse_time(document.get("timestamp"), common["sent_at"]),
+        **_target_fields(_bus_target(request)),
+    )
+
+
+def _undelivered(message: MessageTypeDef, document: object, common: dict[str, Any]) -> Letter:
+    code = _string_attribute(message, "ERROR_CODE") or "delivery failed"
+    detail = _string_attribute(message, "ERROR_MESSAGE")
+    return Letter(
+        **common,
+        shape="redriven",
+        category=UNDELIVERED,
+        status=None,
+        thread_id=_thread_id_of(document),
+        source="eventbridge",
+        reason=f"EventBridge could not deliver the event: {code}" + (f": {detail}" if detail else ""),
+        failed_at=common["sent_at"],
+        **_target_fields(_bus_target(document)),
+    )
+
+
+def classify(message: MessageTypeDef) -> Letter:
+    """Recognise the shape of one received DLQ message; never raises for odd bodies."""
+    body = message.get("Body", "")
+    common = _common(message)
+    document = _json(body)
+    if isinstance(document, dict) and document.keys() >= _IDENTIFYING_FIELDS:
+        return _envelope(document, common)
+    if isinstance(document, dict) and "requestContext" in document and "requestPayload" in document:
+        return _destination(document, common)
+    if _EVENTBRIDGE_DLQ_ATTRIBUTES & message.get("MessageAttributes", {}).keys() and _is_eventbridge_event(
+        document
+    ):
+        return _undelivered(message, document, common)
+    version = _redriven_version(message, document)
+    return Letter(
+        **common,
+        shape="redriven",
+        category=EXHAUSTED,
+        status=None,
+        thread_id=_thread_id_of(document),
+        source="sqs",
+        reason="not applied after maxReceiveCount receives; moved here by the source queue's redrive policy",
+        failed_at=common["sent_at"],
+        version=version,
+        version_source="sent_timestamp" if version is not None else None,
+        target=Target(kind="queue", body=body, attributes=_passthrough_attributes(message)),
+    )
+
+
+def _redriven_version(message: MessageTypeDef, document: object) -> int | None:
+    """The version the function gave a redriven body: its SentTimestamp, which a standard queue's redrive
+    keeps. Only when nothing else gave it one (no ``version`` in the body or attributes, not an
+    EventBridge event with its ``time``), and not from a FIFO DLQ, whose SentTimestamp is the move's."""
+    system = message.get("Attributes", {})
+    if "MessageGroupId" in system or "version" in message.get("MessageAttributes", {}):
+        return None
+    if not isinstance(document, dict) or "version" in document or _is_eventbridge_event(document):
+        return None
+    sent = system.get("SentTimestamp", "")
+    return int(sent) if sent.isdecimal() else None
