@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv gateway test lint typecheck validate security unit integration e2e infra tooling pytest run up down dlq bench clean
+.PHONY: venv sam gateway test lint typecheck validate security unit integration e2e infra tooling pytest run up down dlq bench package clean
 
 venv: $(STAMP)
 
@@ -13,6 +13,20 @@ $(STAMP): requirements-dev.txt src/requirements.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	touch $(STAMP)
+
+# The AWS SAM CLI (requirements-sam.txt) in a virtualenv of its own: it pins boto3 and its own lint
+# tools, which would clash with the runtime pins in src/requirements.txt. Telemetry off for our calls.
+SAM_VENV := .venv-sam
+SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+SAM_STAMP := $(SAM_VENV)/.installed
+
+sam: $(SAM_STAMP)
+
+$(SAM_STAMP): requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
+	touch $(SAM_STAMP)
 
 # The real open-source Portkey gateway (Node), pinned in tools/gateway, for the end-to-end tests.
 GATEWAY_STAMP := tools/gateway/node_modules/.package-lock.json
@@ -29,8 +43,11 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-validate: venv
+# The project's own checks (cfn-lint, SAM translation, cfn-lint on the translation), then what a user's
+# `sam validate` does with samconfig.toml (lint = true).
+validate: venv sam
 	$(BIN)/python tools/validate_template.py
+	$(SAM) validate
 
 # bandit: no high-severity finding in the shipped code. pip-audit: fails on a known vulnerability in
 # the runtime requirements; a package it cannot look up (no route to its vulnerability service) is
@@ -51,14 +68,14 @@ integration: venv
 e2e: venv gateway
 	$(BIN)/python -m pytest tests/e2e
 
-infra: venv
+infra: venv sam
 	$(BIN)/python -m pytest tests/infra
 
 tooling: venv gateway
 	$(BIN)/python -m pytest tests/tooling
 
 # Every tier in one pytest run.
-pytest: venv gateway
+pytest: venv sam gateway
 	$(BIN)/python -m pytest
 
 # The README's test command: lint, types, the template checks, the security scans and the whole suite.
@@ -80,10 +97,18 @@ down: venv
 dlq: venv
 	$(BIN)/python -m ops.dlq $(ARGS)
 
+# The deployable function for Lambda's python3.12 runtime, built without Docker or a local Python 3.12:
+# build/package/ (what /var/task holds), build/package.zip, and .aws-sam/build/template.yaml pointing at
+# the zip, which `sam deploy` picks up. ARCH=arm64 builds for Graviton (and sets Architectures).
+ARCH ?= x86_64
+
+package: venv
+	$(BIN)/python tools/package.py --arch $(ARCH)
+
 # Not part of `make test`: installs the benchmark-only extras (Portkey SDK, matplotlib), then runs it.
 bench: venv
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python -m bench.run $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .aws-sam build
+	rm -rf $(VENV) $(SAM_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .aws-sam build

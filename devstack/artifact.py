@@ -14,6 +14,11 @@ rename, so a half-finished install is never reused and concurrent builders do no
 ``build_artifact`` call then hard-links the cached packages into the target (copying when links
 are not possible) and copies ``src/`` fresh, so the artifact always reflects the working tree.
 
+``LambdaPlatform`` builds for the Lambda runtime instead of this interpreter: pip fetches CPython 3.12
+``manylinux2014`` wheels for x86_64 or arm64 (``--only-binary=:all:``), whatever Python and machine run
+the build, so compiled dependencies (pydantic-core) load on the ``python3.12`` runtime. Such an
+artifact can only be imported here for its pure-Python parts.
+
 ``isolated_argv`` is the interpreter command line that sees only the stdlib plus ``PYTHONPATH``:
 ``-S`` skips ``site`` (so no virtualenv, user or system site-packages) and ``-B`` writes no
 bytecode (``/var/task`` is read-only on Lambda).
@@ -34,13 +39,16 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
     "BUILD_DIR",
     "ISOLATION_FLAGS",
+    "LAMBDA_ARCHITECTURES",
     "REQUIREMENTS",
     "SRC",
+    "LambdaPlatform",
     "build_artifact",
     "dependencies",
     "isolated_argv",
@@ -62,6 +70,54 @@ PIP_TIMEOUT_S = 900.0
 _PACKAGES = "packages"
 _MARKER = "complete.json"
 _SRC_EXCLUDED = ("requirements.txt", "__pycache__", "*.pyc")
+
+
+LAMBDA_ARCHITECTURES = {"x86_64": "x86_64", "arm64": "aarch64"}
+"""Lambda architecture name -> the machine name in wheel platform tags and ``uname -m``."""
+
+
+@dataclass(frozen=True)
+class LambdaPlatform:
+    """The Lambda runtime an artifact is built for: CPython version and architecture.
+
+    Defaults match template.yaml (``Runtime: python3.12``, ``Architectures: [x86_64]``).
+    """
+
+    architecture: str = "x86_64"
+    python_version: str = "3.12"
+
+    def __post_init__(self) -> None:
+        if self.architecture not in LAMBDA_ARCHITECTURES:
+            known = sorted(LAMBDA_ARCHITECTURES)
+            raise ValueError(f"architecture must be one of {known}, not {self.architecture!r}")
+        if not re.fullmatch(r"3\.\d+", self.python_version):
+            raise ValueError(f"python_version must look like 3.12, not {self.python_version!r}")
+
+    @property
+    def machine(self) -> str:
+        """``x86_64`` or ``aarch64``: the name wheel tags and ELF headers use."""
+        return LAMBDA_ARCHITECTURES[self.architecture]
+
+    @property
+    def abi_tag(self) -> str:
+        """``cp312``: the CPython tag of compiled modules built for this runtime."""
+        return "cp" + self.python_version.replace(".", "")
+
+    def pip_args(self) -> list[str]:
+        """Only wheels, for this runtime's Python and manylinux2014 on its architecture.
+
+        No bytecode: pip would compile it with this interpreter, which the runtime's Python ignores.
+        """
+        return [
+            "--no-compile",
+            "--platform",
+            f"manylinux2014_{self.machine}",
+            "--python-version",
+            self.python_version,
+            "--implementation",
+            "cp",
+            "--only-binary=:all:",
+        ]
 
 
 def isolated_argv(*args: str) -> list[str]:
@@ -139,9 +195,13 @@ def _cached_install(name: str, pip_args: Sequence[str], key_material: bytes) -> 
     return packages
 
 
-def dependencies() -> Path:
-    """The function's runtime dependencies (``src/requirements.txt``), installed once and cached."""
-    return _cached_install("artifact-deps", ["-r", str(REQUIREMENTS)], REQUIREMENTS.read_bytes())
+def dependencies(lambda_platform: LambdaPlatform | None = None) -> Path:
+    """The function's runtime dependencies (``src/requirements.txt``), installed once and cached.
+
+    For this interpreter, or with ``lambda_platform`` for that Lambda runtime (wheels only).
+    """
+    pip_args = ["-r", str(REQUIREMENTS), *(lambda_platform.pip_args() if lambda_platform else [])]
+    return _cached_install("artifact-deps", pip_args, REQUIREMENTS.read_bytes())
 
 
 def ric_version() -> str:
@@ -180,8 +240,12 @@ def _omitted(name: str, omit: Collection[str]) -> bool:
     return False
 
 
-def build_artifact(target: Path, *, omit: Collection[str] = ()) -> Path:
+def build_artifact(
+    target: Path, *, omit: Collection[str] = (), lambda_platform: LambdaPlatform | None = None
+) -> Path:
     """Lay out the deployable function in ``target`` (which must not exist or be empty).
+
+    The dependencies are built for this interpreter, or with ``lambda_platform`` for that Lambda runtime.
 
     ``omit`` names top-level packages/modules (and their ``.dist-info``) to leave out of the
     dependencies, to build deliberately broken artifacts in tests. Dependency files are hard links
@@ -192,7 +256,7 @@ def build_artifact(target: Path, *, omit: Collection[str] = ()) -> Path:
         raise FileExistsError(f"{target} is not empty")
     target.mkdir(parents=True, exist_ok=True)
 
-    deps = dependencies()
+    deps = dependencies(lambda_platform)
     for entry in sorted(deps.iterdir()):
         if _omitted(entry.name, omit):
             continue

@@ -1,9 +1,10 @@
-"""Run the whole loop on this machine: moto SQS/Secrets Manager/EventBridge, the Portkey stand-in,
-the poller, and the real ``lambda_handler``. ``make run`` (``python -m devstack.run``).
+"""Run the whole loop locally: moto SQS/Secrets Manager/EventBridge, the Portkey stand-in, the poller
+and the real ``lambda_handler``. ``make run`` (``python -m devstack.run``).
 
 It sends the ``events/`` samples (plus ``--count`` generated updates), drains the queue through the
-handler, prints each message's outcome, the final thread states, the DLQ and timings, then stops
-everything it started, also on Ctrl-C.
+handler, prints the settings it ran with, each message's outcome, the final thread states, the DLQ,
+the totals and timings, then stops everything it started, also on Ctrl-C. It exits non-zero when a
+message is left unsettled, the handler crashed, or nothing at all was applied.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
+import random
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,48 +27,78 @@ import boto3
 
 from devstack.gateway import GatewayUnavailable, PortkeyGateway
 from devstack.lambda_events import LocalContext
-from devstack.local_aws import (
-    LocalResources,
-    create_resources,
-    function_environment,
-    moto_server,
-)
+from devstack.local_aws import LocalResources, create_resources, function_environment, moto_server
 from devstack.poller import PollStats, SqsPoller
 from devstack.portkey_standin import PortkeyStandIn, Reply
+from devstack.run_report import (
+    APPLIED,
+    LoggedOutcomes,
+    dead_letter_table,
+    message_table,
+    outcome_rows,
+    recording,
+    thread_table,
+    totals_line,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 LOCAL_API_KEY = "pk-local-demo-key"
 LOCAL_PROVIDER_TOKEN = "sk-local-provider-token"  # --gateway: the Bearer token the stand-in accepts
 GONE_THREAD = "thread_gone"  # answers 404, as a thread behind a sunset Assistants API would
+VIA_BUS = "(EventBridge bus: events/eventbridge.json)"
+FUNCTION_TIMEOUT_S = 60
+DRAIN_LIMIT_S = 120.0
+VISIBILITY_TIMEOUT_S = 1  # locally, handed-back messages come back after a second
+
+
+def bounded(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` within ``low..high``, else a usage error naming the range."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a valid {kind.__name__}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is outside {low:g}..{high:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m devstack.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=0, help="also send N generated updates (default 0)")
-    parser.add_argument("--threads", type=int, default=20, help="threads the generated updates spread over")
-    parser.add_argument("--batch-size", type=int, default=10, help="event source mapping BatchSize")
-    parser.add_argument("--window", type=float, default=0.5, help="MaximumBatchingWindowInSeconds")
-    parser.add_argument("--max-receive-count", type=int, default=3, help="redrive policy maxReceiveCount")
-    parser.add_argument(
-        "--gateway",
-        action="store_true",
-        help="go through the real Portkey gateway (tools/gateway) to the stand-in as a custom host",
+    add = parser.add_argument
+    add("--count", type=bounded(int, 0, 100_000), default=0, help="also send N generated updates (0..100000)")
+    add("--threads", type=bounded(int, 1, 10_000), default=20, help="threads they spread over (1..10000)")
+    add("--batch-size", type=bounded(int, 1, 10_000), default=10, help="event source BatchSize (1..10000)")
+    add("--window", type=bounded(float, 0, 300), default=0.5, help="MaximumBatchingWindowInSeconds (0..300)")
+    add(
+        "--max-receive-count", type=bounded(int, 1, 1000), default=3, help="redrive maxReceiveCount (1..1000)"
     )
-    parser.add_argument(
+    add(
+        "--fail-rate",
+        type=bounded(float, 0, 1),
+        default=0.0,
+        help="share of Portkey calls for generated updates answered 503 (0..1), to see retries and redrive",
+    )
+    add("--seed", type=int, default=0, help="seed of the --fail-rate choices (same seed, same failures)")
+    add("--rows", type=bounded(int, 1, 100_000), default=40, help="rows shown per table (1..100000)")
+    add("--gateway", action="store_true", help="go through the real Portkey gateway to the stand-in")
+    add(
         "--live",
         action="store_true",
         help="call a real Portkey (PORTKEY_BASE_URL, secret JSON from PORTKEY_SECRET_JSON or --secret-file); "
         "queues stay local",
     )
-    parser.add_argument("--secret-file", type=Path, help="--live: a file holding the Portkey secret JSON")
-    parser.add_argument(
-        "--log-file",
-        type=Path,
-        default=ROOT / "build" / "local-run.log",
-        help="where the function's JSON logs and EMF metrics go",
-    )
-    return parser.parse_args(argv)
+    add("--secret-file", type=Path, help="--live: a file holding the Portkey secret JSON")
+    add("--log-file", type=Path, default=ROOT / "build" / "local-run.log", help="the function's JSON logs")
+    args = parser.parse_args(argv)
+    if args.live and (args.gateway or args.fail_rate):
+        parser.error("--live calls your Portkey: --gateway and --fail-rate need the local stand-in")
+    return args
 
 
 def sample_bodies() -> list[str]:
@@ -76,15 +109,36 @@ def sample_bodies() -> list[str]:
     return bodies
 
 
+def generated_thread(index: int, threads: int) -> str:
+    return GONE_THREAD if index % 50 == 49 else f"thread_gen_{index % threads}"
+
+
 def generated_bodies(count: int, threads: int) -> list[str]:
-    bodies = []
-    for index in range(count):
-        thread_id = GONE_THREAD if index % 50 == 49 else f"thread_gen_{index % threads}"
-        bodies.append(json.dumps({"thread_id": thread_id, "metadata": {"sequence": str(index)}}))
-    return bodies
+    return [
+        json.dumps({"thread_id": generated_thread(index, threads), "metadata": {"sequence": str(index)}})
+        for index in range(count)
+    ]
 
 
-VIA_BUS = "(EventBridge bus: events/eventbridge.json)"
+def inject_failures(stand_in: PortkeyStandIn, args: argparse.Namespace, max_attempts: int) -> int:
+    """Script each generated thread's calls: 503 with probability ``--fail-rate``, else applied.
+
+    Enough replies for the most calls a thread can get (its updates x attempts x receives); unused
+    ones are never consumed. Returns how many 503s were scripted.
+    """
+    if not args.fail_rate or not args.count:
+        return 0
+    chooser = random.Random(args.seed)  # a reproducible demo, not security
+    per_thread = math.ceil(args.count / args.threads) * max_attempts * args.max_receive_count
+    failures = 0
+    thread_ids = {generated_thread(index, args.threads) for index in range(args.count)} - {GONE_THREAD}
+    for thread_id in sorted(thread_ids):
+        replies = [
+            Reply(status=503) if chooser.random() < args.fail_rate else Reply() for _ in range(per_thread)
+        ]
+        failures += sum(reply.status == 503 for reply in replies)
+        stand_in.script(thread_id, *replies)
+    return failures
 
 
 def put_on_bus(bus_name: str, event: dict[str, Any]) -> None:
@@ -141,52 +195,6 @@ def dead_letters(dlq_url: str, limit: int = 10_000) -> list[dict[str, Any]]:
     return found
 
 
-def logged_successes(log_file: Path) -> set[str]:
-    """Message ids of the function's ``update success`` log lines (the gateway does not forward trace ids)."""
-    found = set()
-    for line in log_file.read_text().splitlines():
-        with contextlib.suppress(ValueError):
-            document = json.loads(line)
-            if isinstance(document, dict) and document.get("message") == "update success":
-                found.add(str(document.get("message_id")))
-    return found
-
-
-def outcome_rows(
-    sent: dict[str, str],
-    letters: list[dict[str, Any]],
-    stand_in: PortkeyStandIn,
-    stats: PollStats,
-    applied: AbstractSet[str | None] | None = None,
-) -> list[tuple[str, str, str, str, str]]:
-    if applied is None:
-        applied = {r.headers.get("x-portkey-trace-id") for r in stand_in.requests if 200 <= r.status < 300}
-    by_id = {letter["message_id"]: letter for letter in letters}
-    rows = []
-    for message_id, body in sent.items():
-        receives = str(stats.receives_by_message.get(message_id, 0))
-        letter = by_id.get(message_id)
-        if letter is None:
-            outcome, reason = ("applied", "") if message_id in applied else ("still queued", "")
-        elif letter["_shape"] == "redrive":
-            outcome, reason = "dead-lettered (redrive)", f"failed {receives} receives"
-        else:
-            status = f", {letter['status']}" if letter["status"] else ""
-            outcome = f"dead-lettered ({letter['category']}{status})"
-            reason = letter["error"]
-        rows.append((message_id[:8], body[:48], outcome, receives, reason[:70]))
-    return rows
-
-
-def print_table(out: TextIO, header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
-    for row in [header, tuple("-" * width for width in widths), *rows]:
-        out.write(
-            "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip()
-            + "\n"
-        )
-
-
 def live_target(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """--live: the real Portkey base URL and secret, from the environment or a file (never echoed)."""
     base_url = os.environ.get("PORTKEY_BASE_URL", "")
@@ -198,6 +206,116 @@ def live_target(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     except ValueError:
         raise SystemExit("--live: the secret is not valid JSON") from None
     return base_url, secret
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the function sends its calls, with which secret, and how to describe it."""
+
+    base_url: str
+    secret: dict[str, Any]
+    mode: str
+    portkey_line: str
+
+
+def choose_route(
+    live: tuple[str, dict[str, Any]] | None, stand_in: PortkeyStandIn, gateway: PortkeyGateway | None
+) -> Route:
+    if live is not None:
+        base_url, secret = live
+        return Route(base_url, secret, "live Portkey (your secret)", f"{base_url} (live)")
+    if gateway is None:
+        secret = {"api_key": LOCAL_API_KEY, "virtual_key": "vk-local"}
+        mode = "virtual key, straight to the stand-in"
+        return Route(stand_in.url, secret, mode, f"{stand_in.url} (local stand-in)")
+    secret = {
+        "api_key": LOCAL_API_KEY,
+        "provider": "openai",
+        "provider_auth": LOCAL_PROVIDER_TOKEN,
+        "custom_host": stand_in.url,
+    }
+    portkey_line = (
+        f"{gateway.url} (open-source gateway {gateway.version}, log {gateway.log_path})\n"
+        f"custom host   {stand_in.url} (local stand-in)"
+    )
+    return Route(
+        gateway.url, secret, "provider + provider_auth + custom_host, through the gateway", portkey_line
+    )
+
+
+def settings_line(args: argparse.Namespace, environment: dict[str, str], failures: int) -> str:
+    fail = f"{args.fail_rate:g} (seed {args.seed}, {failures} scripted 503s)" if args.fail_rate else "0"
+    return (
+        f"settings      count {args.count}, threads {args.threads}, batch size {args.batch_size}, "
+        f"window {args.window:g} s, max receive count {args.max_receive_count}, fail rate {fail}\n"
+        f"function      MAX_ATTEMPTS {environment['MAX_ATTEMPTS']}, MAX_CONCURRENCY "
+        f"{environment['MAX_CONCURRENCY']}, timeout {FUNCTION_TIMEOUT_S} s; queue visibility timeout "
+        f"{VISIBILITY_TIMEOUT_S} s\n"
+    )
+
+
+@dataclass
+class Processed:
+    sent: dict[str, str]
+    stats: PollStats
+    direct_error: str
+    seconds: float
+
+
+def process(resources: LocalResources, args: argparse.Namespace) -> Processed:
+    """Send everything, invoke the EventBridge path directly, drain the queue through the handler."""
+    sys.path.insert(0, str(ROOT / "src"))  # what /var/task is in Lambda
+    from handler import lambda_handler
+
+    started = time.monotonic()
+    sent = send_all(resources.queue_url, sample_bodies() + generated_bodies(args.count, args.threads))
+    eventbridge = json.loads((EVENTS / "eventbridge.json").read_text())
+    put_on_bus(resources.bus_name, eventbridge)  # bus → rule → source queue → poller
+    direct_error = ""
+    try:  # the EventBridge → Lambda path: an asynchronous, direct invoke
+        lambda_handler(eventbridge, LocalContext(timeout_s=FUNCTION_TIMEOUT_S))
+    except Exception as error:
+        direct_error = f"{type(error).__name__}: {error}"
+    poller = SqsPoller(
+        resources.queue_url,
+        lambda_handler,
+        batch_size=args.batch_size,
+        window_s=args.window,
+        function_timeout_s=FUNCTION_TIMEOUT_S,
+    )
+    stats = poller.drain(max_seconds=DRAIN_LIMIT_S)
+    # The rule delivered the bus event to the queue under an id of its own: the one id received that
+    # was not sent directly.
+    for message_id in stats.receives_by_message.keys() - sent.keys():
+        sent[message_id] = VIA_BUS
+    return Processed(sent, stats, direct_error, time.monotonic() - started)
+
+
+def report(
+    out: TextIO,
+    args: argparse.Namespace,
+    processed: Processed,
+    logged: LoggedOutcomes,
+    resources: LocalResources,
+    stand_in: PortkeyStandIn,
+) -> int:
+    """Print the outcome tables and totals; the exit status (1: unsettled, crashed, or nothing applied)."""
+    letters = dead_letters(resources.dlq_url)
+    rows = outcome_rows(processed.sent, letters, logged, processed.stats.receives_by_message)
+    message_table(out, rows, limit=args.rows)
+    out.write(f"\nEventBridge direct invoke (events/eventbridge.json): {processed.direct_error or APPLIED}\n")
+    thread_ids = {record.thread_id for record in stand_in.requests if record.thread_id}
+    thread_table(out, {thread_id: stand_in.thread(thread_id) for thread_id in thread_ids}, limit=args.rows)
+    dead_letter_table(out, letters, limit=args.rows)
+    out.write(f"\n{totals_line(rows, processed.stats.handed_back)}\n")
+    stats = processed.stats
+    out.write(
+        f"Timings: send+process {processed.seconds:.2f} s ({stats.invocations} invocations, "
+        f"{stats.received} receives, {len(stand_in.requests)} stand-in requests)\n"
+    )
+    unsettled = any(row.outcome == "still queued" for row in rows)
+    nothing_applied = not any(row.outcome == APPLIED for row in rows) and bool(processed.direct_error)
+    return 1 if unsettled or stats.handler_errors or nothing_applied else 0
 
 
 @contextlib.contextmanager
@@ -219,9 +337,23 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def environment_set(variables: dict[str, str]) -> Iterator[None]:
+    """``variables`` in ``os.environ`` meanwhile; the previous values (or absence) restored after."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def run(args: argparse.Namespace, out: TextIO) -> int:
     live = live_target(args) if args.live else None
-    started = time.monotonic()
     args.log_file.parent.mkdir(parents=True, exist_ok=True)
     with (
         sigterm_as_interrupt(),
@@ -232,7 +364,6 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             auth_tokens={LOCAL_PROVIDER_TOKEN} if args.gateway else None,
         ) as stand_in,
         optional_gateway(args.gateway, args.log_file.with_name("local-run-gateway.log")) as gateway,
-        args.log_file.open("w") as log,
     ):
         stand_in.always(
             GONE_THREAD,
@@ -246,112 +377,27 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 },
             ),
         )
-        if live is not None:
-            base_url, secret = live
-            mode, portkey_line = "live Portkey (your secret)", f"{base_url} (live)"
-        elif gateway is None:
-            secret = {"api_key": LOCAL_API_KEY, "virtual_key": "vk-local"}
-            base_url, mode = stand_in.url, "virtual key, straight to the stand-in"
-            portkey_line = f"{stand_in.url} (local stand-in)"
-        else:
-            secret = {
-                "api_key": LOCAL_API_KEY,
-                "provider": "openai",
-                "provider_auth": LOCAL_PROVIDER_TOKEN,
-                "custom_host": stand_in.url,
-            }
-            base_url, mode = gateway.url, "provider + provider_auth + custom_host, through the gateway"
-            portkey_line = (
-                f"{gateway.url} (open-source gateway {gateway.version}, log {gateway.log_path})\n"
-                f"custom host   {stand_in.url} (local stand-in)"
-            )
-        resources: LocalResources = create_resources(
-            endpoint, secret, max_receive_count=args.max_receive_count
+        route = choose_route(live, stand_in, gateway)
+        resources = create_resources(
+            endpoint,
+            route.secret,
+            max_receive_count=args.max_receive_count,
+            visibility_timeout_s=VISIBILITY_TIMEOUT_S,
         )
-        environment = function_environment(resources, base_url)
-        saved_environment = {name: os.environ.get(name) for name in environment}
-        os.environ.update(environment)
+        environment = function_environment(resources, route.base_url)
+        failures = inject_failures(stand_in, args, max_attempts=int(environment["MAX_ATTEMPTS"]))
         out.write(
-            f"moto server   {endpoint}\nPortkey       {portkey_line}\nmode          {mode}\n"
-            f"function log  {args.log_file}\n\n"
+            f"moto server   {endpoint}\nPortkey       {route.portkey_line}\nmode          {route.mode}\n"
+            f"{settings_line(args, environment, failures)}function log  {args.log_file}\n"
         )
-        with contextlib.redirect_stdout(log):  # the function's logs and metrics go to the log file
-            sys.path.insert(0, str(ROOT / "src"))  # what /var/task is in Lambda
-            from handler import lambda_handler
-
-            setup_done = time.monotonic()
-            bodies = sample_bodies() + generated_bodies(args.count, args.threads)
-            sent = send_all(resources.queue_url, bodies)
-            eventbridge = json.loads((EVENTS / "eventbridge.json").read_text())
-            put_on_bus(resources.bus_name, eventbridge)  # bus → rule → source queue → poller
-            direct_error = ""
-            try:  # the EventBridge → Lambda path: an asynchronous, direct invoke
-                lambda_handler(eventbridge, LocalContext(timeout_s=60))
-            except Exception as error:
-                direct_error = f"{type(error).__name__}: {error}"
-            poller = SqsPoller(
-                resources.queue_url,
-                lambda_handler,
-                batch_size=args.batch_size,
-                window_s=args.window,
-                function_timeout_s=60,
-            )
-            stats = poller.drain(max_seconds=120)
-            drained = time.monotonic()
-        # The rule delivered the bus event to the queue under an id of its own: the one id received
-        # that was not sent directly.
-        for message_id in stats.receives_by_message.keys() - sent.keys():
-            sent[message_id] = VIA_BUS
-        letters = dead_letters(resources.dlq_url)
-        log.flush()
-        # Through the gateway or to a live Portkey, the stand-in does not see trace ids: read our log instead.
-        applied = logged_successes(args.log_file) if gateway is not None or live is not None else None
-        rows = outcome_rows(sent, letters, stand_in, stats, applied)
-        out.write(f"Messages ({len(rows)})\n")
-        print_table(out, ("message", "body", "outcome", "receives", "reason"), rows)
-        out.write(f"\nEventBridge direct invoke (events/eventbridge.json): {direct_error or 'applied'}\n")
-        thread_ids = sorted({r.thread_id for r in stand_in.requests if r.thread_id})
-        out.write(f"\nFinal thread states ({len(thread_ids)})\n")
-        states = []
-        for thread_id in thread_ids[:40]:
-            thread = stand_in.thread(thread_id)
-            states.append(
-                (
-                    thread_id,
-                    json.dumps(thread and thread.get("metadata"))[:60],
-                    json.dumps(thread and thread.get("tool_resources"))[:40],
-                )
-            )
-        print_table(out, ("thread", "metadata", "tool_resources"), states)
-        out.write(f"\nDead-letter queue ({len(letters)})\n")
-        print_table(
-            out,
-            ("message", "shape", "category", "status", "thread", "error"),
-            [
-                (
-                    letter["message_id"][:8],
-                    letter["_shape"],
-                    letter.get("category", "-"),
-                    str(letter.get("status") or "-"),
-                    str(letter.get("thread_id") or "-"),
-                    str(letter.get("error", "(original body, no envelope)"))[:60],
-                )
-                for letter in letters
-            ],
-        )
-        out.write(
-            f"\nTimings: setup {setup_done - started:.2f} s, send+process {drained - setup_done:.2f} s "
-            f"({stats.invocations} invocations, {stats.received} receives, "
-            f"{len(stand_in.requests)} Portkey requests), "
-            f"total {time.monotonic() - started:.2f} s\n"
-        )
-        for name, value in saved_environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        unsettled = [row for row in rows if row[2] == "still queued"]
-        return 1 if unsettled or stats.handler_errors else 0
+        with (
+            environment_set(environment),
+            args.log_file.open("w") as log,
+            recording(environment["POWERTOOLS_SERVICE_NAME"]) as logged,
+        ):
+            with contextlib.redirect_stdout(log):  # the function's logs and metrics go to the log file
+                processed = process(resources, args)
+            return report(out, args, processed, logged, resources, stand_in)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,11 @@ DEFAULT_SECRET: dict[str, Any] = {"api_key": API_KEY, "virtual_key": VIRTUAL_KEY
 AWS_ENV = LOCAL_AWS_ENV
 
 pytest.register_assert_rewrite("tests.samples")
+
+
+def in_ci() -> bool:
+    """Whether this runs in CI (``CI`` set and not false), where missing tools fail instead of skip."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(autouse=True)

@@ -30,6 +30,7 @@ from devstack.portkey_standin import PortkeyStandIn
 from devstack.runtime_api import InvocationResult, RuntimeApi
 from tests.conftest import AWS_ENV, AwsResources
 from tests.samples import check_eventbridge, check_eventbridge_via_sqs, check_sqs_batch, load
+from tools.package import build_package
 
 HANDLER = "handler.lambda_handler"  # template.yaml: Handler
 FUNCTION_NAME = "portkey-thread-updater-ModifyThreadFunction"
@@ -295,6 +296,75 @@ def test_the_artifact_has_the_sources_but_no_requirements_file_or_bytecode(task_
     assert all((task_root / path).is_file() for path in sources)
     assert not (task_root / "requirements.txt").exists()
     assert not list((task_root / "thread_updater").rglob("*.pyc"))
+
+
+# --------------------------------------------------------------------------- the python3.12 package
+
+LAMBDA_PACKAGE_PROBE = """
+import importlib, json, sys
+results = {}
+for name in sys.argv[1:]:
+    try:
+        module = importlib.import_module(name)
+    except ImportError as error:
+        results[name] = {"missing": error.name}
+    else:
+        results[name] = {"origin": module.__file__}
+import boto3
+queues = boto3.client("sqs").list_queues(QueueNamePrefix="lambda-package-probe")
+print(json.dumps({"imports": results, "boto3": boto3.__file__, "queues": queues.get("QueueUrls", [])}))
+"""
+
+
+@pytest.fixture(scope="module")
+def lambda_package_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The function as `make package` builds it: compiled modules for CPython 3.12 on x86_64 only."""
+    project = tmp_path_factory.mktemp("lambda-package")
+    return build_package(out_dir=project / "build", sam_build_dir=project / ".aws-sam" / "build").directory
+
+
+def _importable_names(root: Path) -> list[str]:
+    """Every top-level module or package of the artifact, and every module of the function's code."""
+    names = {path.stem for path in root.glob("*.py")}
+    names |= {path.name for path in root.iterdir() if (path / "__init__.py").is_file()}
+    for path in (root / "thread_updater").rglob("*.py"):
+        parts = path.relative_to(root).with_suffix("").parts
+        names.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return sorted(names)
+
+
+def test_the_python312_package_runs_its_pure_python_parts_here(
+    lambda_package_root: Path, ric_dir: Path, moto_endpoint: str
+) -> None:
+    # Given the python3.12 package, on this interpreter set up as the runtime would be
+    names = _importable_names(lambda_package_root)
+    env = lambda_environment(lambda_package_root, ric_dir, aws_endpoint=moto_endpoint)
+
+    # When every module of it is imported and its boto3 makes an AWS call
+    completed = subprocess.run(
+        artifact.isolated_argv("-c", LAMBDA_PACKAGE_PROBE, *names),
+        cwd=lambda_package_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROBE_TIMEOUT_S,
+        check=True,
+    )
+    report = json.loads(completed.stdout)
+    imports: dict[str, dict[str, str]] = report["imports"]
+
+    # Then the pure-Python parts import from the package and its AWS SDK works; the only thing this
+    # interpreter cannot load is pydantic-core's CPython 3.12 binary (and what imports it), which
+    # the venv's own pydantic-core cannot stand in for
+    compiled = "pydantic_core._pydantic_core"
+    loaded = {name for name, result in imports.items() if "origin" in result}
+    assert {"urllib3", "boto3", "botocore", "aws_lambda_powertools", "thread_updater"} <= loaded
+    for name in loaded:
+        assert imports[name]["origin"].startswith(str(lambda_package_root)), name
+    assert {result["missing"] for name, result in imports.items() if name not in loaded} == {compiled}
+    assert {"pydantic_core", "pydantic", "handler"} <= set(imports) - loaded
+    assert report["boto3"].startswith(str(lambda_package_root))
+    assert report["queues"] == []
 
 
 # --------------------------------------------------------------------------- the event samples

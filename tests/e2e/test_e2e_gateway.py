@@ -6,7 +6,10 @@ custom host. What the gateway 1.9.8 does on this path, and what these tests pin 
 * it strips every ``x-portkey-*`` header (the Portkey API key never reaches the provider) and
   forwards ``Authorization``, ``OpenAI-Beta``, the path under ``/v1`` and the JSON body;
 * it does not retry by itself unless a config asks for ``retry`` (none here): error statuses,
-  their bodies and ``Retry-After`` pass through, so the retries seen upstream are the handler's.
+  their bodies and ``Retry-After`` pass through, so the retries seen upstream are the handler's;
+* with an inline ``azure-openai`` config it calls ``{custom_host}/threads/{id}?api-version=…``
+  (``custom_host`` standing for ``https://{resource_name}.openai.azure.com/openai``) with the
+  config's key as ``api-key``, and nothing else of the caller's credentials.
 
 Needs ``npm ci --prefix tools/gateway``. Without node or the package the tests fail in CI (``CI``
 set) and are skipped elsewhere.
@@ -15,29 +18,26 @@ set) and are skipped elsewhere.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
 from mypy_boto3_sqs import SQSClient
 
+from devstack.azure_openai_standin import AzureOpenAIStandIn
 from devstack.gateway import GatewayUnavailable, PortkeyGateway
 from devstack.lambda_events import sqs_event
 from devstack.local_aws import create_resources, function_environment
 from devstack.poller import SqsPoller
 from devstack.portkey_standin import PortkeyStandIn, RecordedRequest, Reply
-from tests.conftest import API_KEY, PROVIDER_AUTH, AwsResources, FunctionLogs, Invoker, failed_ids
+from tests.conftest import API_KEY, PROVIDER_AUTH, AwsResources, FunctionLogs, Invoker, failed_ids, in_ci
 
 pytestmark = pytest.mark.e2e
 
 GATEWAY_LOG = Path(__file__).resolve().parents[2] / "build" / "e2e-gateway.log"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def gateway() -> Iterator[PortkeyGateway]:
     try:
         server.start()
     except GatewayUnavailable as error:
-        if _in_ci():
+        if in_ci():
             pytest.fail(f"the Portkey gateway is required in CI: {error}", pytrace=False)
         pytest.skip(str(error))
     try:
@@ -248,3 +248,139 @@ def test_5xx_storm_ends_in_the_dlq_through_the_queues_redrive_policy(
     assert moved["MessageId"] == message_id
     assert moved["Body"] == body
     assert poller.in_queue() == 0
+
+
+# --------------------------------------------------------------------------- Azure OpenAI, inline config
+
+AZURE_RESOURCE = "contoso-assistants"
+AZURE_API_VERSION = "2024-05-01-preview"
+
+
+@pytest.fixture
+def azure() -> Iterator[AzureOpenAIStandIn]:
+    """Azure OpenAI as the gateway reaches it: threads under /openai, api-version, api-key."""
+    with AzureOpenAIStandIn(api_keys={PROVIDER_AUTH}, api_versions={AZURE_API_VERSION}) as server:
+        yield server
+
+
+def azure_secret(azure: AzureOpenAIStandIn) -> dict[str, Any]:
+    """The documented Azure secret, with custom_host standing in for {resource}.openai.azure.com/openai."""
+    config = {
+        "provider": "azure-openai",
+        "resource_name": AZURE_RESOURCE,
+        "api_version": AZURE_API_VERSION,
+        "api_key": PROVIDER_AUTH,
+        "custom_host": azure.url,
+    }
+    return {"api_key": API_KEY, "config": config}
+
+
+def assert_azure_call(request: RecordedRequest, thread_id: str, update: dict[str, Any]) -> None:
+    """What Azure saw: its thread path and api-version, the Azure key as api-key, the exact body."""
+    url = urlsplit(request.path)
+    assert request.method == "POST"
+    assert url.path == f"/openai/threads/{thread_id}"
+    assert parse_qs(url.query) == {"api-version": [AZURE_API_VERSION]}
+    assert request.headers["api-key"] == PROVIDER_AUTH
+    assert "authorization" not in request.headers
+    assert request.headers["content-type"] == "application/json"
+    assert [name for name in request.headers if name.startswith("x-portkey-")] == []
+    assert API_KEY not in json.dumps(request.headers)
+    assert request.body == wire_body(update)
+
+
+def test_azure_openai_inline_config_reaches_the_azure_thread_endpoint(
+    invoke: Invoker, azure: AzureOpenAIStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given the secret routes by an inline azure-openai config through the gateway
+    aws.put_secret(azure_secret(azure))
+    update = {
+        "metadata": {"stage": "azure"},
+        "tool_resources": {"file_search": {"vector_store_ids": ["vs_1"]}},
+    }
+    event = sqs_event([{"thread_id": "thread_az_ok", **update}])
+
+    # When the handler processes the batch
+    response = invoke(event)
+
+    # Then Azure got one call in its own shape, and the thread holds the update
+    assert response == {"batchItemFailures": []}
+    [request] = azure.requests
+    assert request.status == 200
+    assert_azure_call(request, "thread_az_ok", update)
+    stored = azure.thread("thread_az_ok")
+    assert stored is not None
+    assert {name: stored[name] for name in update} == update
+    assert aws.dead_letters() == []
+
+
+def test_azure_404_is_dead_lettered_as_rejected(
+    invoke: Invoker, azure: AzureOpenAIStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given Azure has no such thread
+    aws.put_secret(azure_secret(azure))
+    message = "No thread found with id 'thread_az_gone'."
+    azure.always(
+        "thread_az_gone",
+        Reply(status=404, body={"error": {"message": message, "type": "invalid_request_error"}}),
+    )
+    update = {"metadata": {"a": "b"}}
+    event = sqs_event([{"thread_id": "thread_az_gone", **update}])
+
+    # When the update is processed
+    response = invoke(event)
+
+    # Then one call was made, and the update is in the DLQ as rejected with Azure's 404 and message
+    assert response == {"batchItemFailures": []}
+    [request] = azure.requests
+    assert_azure_call(request, "thread_az_gone", update)
+    [letter] = aws.dead_letters()
+    assert (letter["category"], letter["status"], letter["attempts"]) == ("rejected", 404, 1)
+    assert message in letter["error"]
+    assert letter["payload"] == event["Records"][0]["body"]
+
+
+def test_azure_429_with_retry_after_is_retried_and_applied(
+    invoke: Invoker, azure: AzureOpenAIStandIn, aws: AwsResources, gateway: PortkeyGateway, logs: FunctionLogs
+) -> None:
+    # Given Azure answers 429 with Retry-After: 1 once, then normally
+    aws.put_secret(azure_secret(azure))
+    azure.script("thread_az_busy", Reply(status=429, headers={"Retry-After": "1"}))
+    update = {"metadata": {"v": "2"}}
+    event = sqs_event([{"thread_id": "thread_az_busy", **update}])
+
+    # When the update is processed
+    response = invoke(event)
+
+    # Then the gateway passed the 429 through, the handler waited and its second attempt was applied
+    assert response == {"batchItemFailures": []}
+    first, second = azure.requests
+    assert (first.status, second.status) == (429, 200)
+    for request in (first, second):
+        assert_azure_call(request, "thread_az_busy", update)
+    [success] = [line for line in logs.lines() if line.get("message") == "update success"]
+    assert success["attempts"] == 2
+    stored = azure.thread("thread_az_busy")
+    assert stored is not None
+    assert stored["metadata"] == {"v": "2"}
+    assert aws.dead_letters() == []
+
+
+def test_a_wrong_azure_key_is_a_configuration_error_not_a_rejection(
+    invoke: Invoker, azure: AzureOpenAIStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given the config carries a key Azure does not accept
+    secret = azure_secret(azure)
+    secret["config"]["api_key"] = "not-the-azure-key"
+    aws.put_secret(secret)
+    event = sqs_event([{"thread_id": "thread_az_key", "metadata": {}}])
+
+    # When the update is processed
+    response = invoke(event)
+
+    # Then Azure's 401 came back through the gateway and the record is handed back to SQS (retried
+    # until the secret is fixed, or moved to the DLQ by the redrive policy), never dead-lettered here
+    assert failed_ids(response) == {event["Records"][0]["messageId"]}
+    assert {request.status for request in azure.requests} == {401}
+    assert azure.thread("thread_az_key") is None
+    assert aws.dead_letters() == []

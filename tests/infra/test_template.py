@@ -333,7 +333,7 @@ def test_fifo_mode_switches_both_queues(template: dict[str, Any], resources: dic
 
 def test_eventbridge_rule_matches_modify_thread_events(function_props: dict[str, Any]) -> None:
     """Given the EventBridge rule event, then it matches detail-type ModifyThread from the
-    configured source on the configured bus, with bounded delivery retries and a DLQ."""
+    configured source on the configured bus, with bounded delivery retries and a declared DLQ."""
     event = function_props["Events"]["ModifyThreadRule"]
     assert event["Type"] == "EventBridgeRule"
     props = event["Properties"]
@@ -341,7 +341,33 @@ def test_eventbridge_rule_matches_modify_thread_events(function_props: dict[str,
     assert props["Pattern"] == {"source": [{"Ref": "EventSource"}], "detail-type": ["ModifyThread"]}
     assert 0 <= props["RetryPolicy"]["MaximumRetryAttempts"] <= 185
     assert 60 <= props["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 86400
-    assert props["DeadLetterConfig"]["Type"] == "SQS"
+    assert props["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventBridgeDeliveryDeadLetterQueue", "Arn"]}}
+
+
+def test_eventbridge_delivery_dlq_is_declared_with_a_policy_for_the_rule_only(
+    resources: dict[str, Any], translated: dict[str, Any]
+) -> None:
+    """Given the EventBridge delivery DLQ, then the template declares it (kept 14 days, encrypted)
+    with a queue policy letting only the function's rule send to it, and SAM adds no queue or
+    queue policy of its own."""
+    queue = resources["EventBridgeDeliveryDeadLetterQueue"]
+    assert queue["Type"] == "AWS::SQS::Queue"
+    assert queue["Properties"] == {"MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True}
+    policy = resources["EventBridgeDeliveryDeadLetterQueuePolicy"]
+    assert policy["Type"] == "AWS::SQS::QueuePolicy"
+    assert policy["Properties"]["Queues"] == [{"Ref": "EventBridgeDeliveryDeadLetterQueue"}]
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == {"Fn::GetAtt": ["EventBridgeDeliveryDeadLetterQueue", "Arn"]}
+    rule = f"{FUNCTION_ID}ModifyThreadRule"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": [rule, "Arn"]}}}
+    assert translated["Resources"][rule]["Type"] == "AWS::Events::Rule"
+    declared = {name for name, r in resources.items() if r["Type"].startswith("AWS::SQS::")}
+    assert {
+        name for name, r in translated["Resources"].items() if r["Type"].startswith("AWS::SQS::")
+    } == declared
 
 
 def test_event_invoke_config_dead_letters_async_failures(
@@ -416,6 +442,10 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         params["PortkeySecretArn"]["AllowedPattern"],
         f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:portkey-thread-updater-AbCdEf",
     )
+    # a name without the 6-character suffix Secrets Manager appends (a forgotten placeholder) is refused
+    for incomplete in ("portkey-thread-updater", "portkey-AbCdE", "AbCdEf", "portkey-thread-updater-AbCdEf*"):
+        secret_arn = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{incomplete}"
+        assert not re.fullmatch(params["PortkeySecretArn"]["AllowedPattern"], secret_arn), incomplete
 
 
 # --------------------------------------------------------------------------- alarms / dashboard
@@ -677,19 +707,19 @@ def test_outputs_present(template: dict[str, Any]) -> None:
 
 
 def test_samconfig(template: dict[str, Any]) -> None:
-    """Given samconfig.toml, then it names the stack, lints on validate, deploys with IAM
-    capability, only overrides parameters the template declares, and uses events/env.json."""
+    """Given samconfig.toml, then it names the stack and a region, lints on validate, deploys with
+    IAM capability, overrides every parameter the template declares, and uses events/env.json."""
     config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text())
     assert config["version"] == 0.1
     default = config["default"]
     assert default["global"]["parameters"]["stack_name"] == "portkey-thread-updater"
+    assert re.fullmatch(r"[a-z]{2}(-[a-z]+)+-[0-9]", default["global"]["parameters"]["region"])
     assert default["validate"]["parameters"]["lint"] is True
     deploy = default["deploy"]["parameters"]
     assert deploy["capabilities"] == "CAPABILITY_IAM"
     assert deploy["resolve_s3"] is True
-    overrides = dict(re.findall(r'(\w+)="([^"]*)"', deploy["parameter_overrides"]))
-    assert set(overrides) <= set(template["Parameters"])
-    assert "PortkeySecretArn" in overrides
+    overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
+    assert set(overrides) == set(template["Parameters"])
     assert default["local_invoke"]["parameters"]["env_vars"] == "events/env.json"
 
 
