@@ -352,7 +352,11 @@ def test_eventbridge_delivery_dlq_is_declared_with_a_policy_for_the_rule_only(
     queue policy of its own."""
     queue = resources["EventBridgeDeliveryDeadLetterQueue"]
     assert queue["Type"] == "AWS::SQS::Queue"
-    assert queue["Properties"] == {"MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True}
+    assert queue["Properties"] == {
+        "MessageRetentionPeriod": 1209600,
+        "MaximumMessageSize": 1048576,
+        "SqsManagedSseEnabled": True,
+    }
     policy = resources["EventBridgeDeliveryDeadLetterQueuePolicy"]
     assert policy["Type"] == "AWS::SQS::QueuePolicy"
     assert policy["Properties"]["Queues"] == [{"Ref": "EventBridgeDeliveryDeadLetterQueue"}]
