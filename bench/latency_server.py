@@ -224,7 +224,7 @@ class LatencyServerProcess:
     def __enter__(self) -> LatencyServerProcess:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.latency_server", "--port", "0", "--latency", str(self._latency)],
+            self.command(),
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
@@ -239,6 +239,10 @@ class LatencyServerProcess:
         self.root = self.url.rsplit("/", 1)[0]
         return self
 
+    def command(self) -> list[str]:
+        """The child's command line: it prints its URL as the first stdout line, serves until SIGTERM."""
+        return [sys.executable, "-m", "bench.latency_server", "--port", "0", "--latency", str(self._latency)]
+
     def _read_url(self) -> str:
         assert self._process is not None
         stdout = self._process.stdout
@@ -248,7 +252,7 @@ class LatencyServerProcess:
         reader.start()
         reader.join(START_TIMEOUT_S)
         if not found or not found[0].startswith("http://"):
-            raise RuntimeError(f"latency server did not start within {START_TIMEOUT_S} s")
+            raise RuntimeError(f"{self.command()[2]} did not start within {START_TIMEOUT_S} s")
         return found[0].strip()
 
     def __exit__(

@@ -130,6 +130,60 @@ def _log_level_medians(
     return {variant: statistics.median(values) for variant, values in samples.items()}
 
 
+def state_table_cost(ours: Contender, control: Control, mode: Mode, log: TextIO) -> dict[str, Any]:
+    """Our handler at the headline scenario with the state table (moto DynamoDB on loopback) and
+    without it (``THREAD_STATE_TABLE`` empty), round-robin in the same run; medians and their ratio.
+
+    Changing the variable gives the container a new runtime (pool, executor), so each timed run is
+    preceded by an untimed warm-up of 16 updates in the same configuration.
+    """
+    latency_s, batch = HEADLINE
+    control.set_latency(latency_s)
+    table = os.environ.get("THREAD_STATE_TABLE", "")
+    if not table:
+        raise RuntimeError("the state table comparison needs THREAD_STATE_TABLE")
+    samples: dict[str, list[float]] = {"off": [], "on": []}
+    try:
+        for index in range(max(mode.repeats, 5)):
+            for variant, values in samples.items():
+                os.environ["THREAD_STATE_TABLE"] = table if variant == "on" else ""
+                ours.call(ours.prepare(f"table{variant}warm{index}", CONCURRENCY))
+                values.append(timed(ours, control, f"table{variant}r{index}", batch)[0])
+    finally:
+        os.environ["THREAD_STATE_TABLE"] = table
+    off, on = (statistics.median(samples[variant]) for variant in ("off", "on"))
+    call_s = _moto_update_item_s(table)
+    log.write(
+        f"  {latency_s * 1000:>4.0f} ms x {batch:>4}: ours with the state table {format_s(on)}, "
+        f"without {format_s(off)} (x{on / off:.2f}); one UpdateItem in moto takes {format_s(call_s)}\n"
+    )
+    runs = {f"runs_{variant}_s": values for variant, values in samples.items()}
+    return {
+        **{"latency_s": latency_s, "batch": batch, "on": on, "off": off, "ratio": on / off},
+        **{"moto_update_item_s": call_s, **runs},
+    }
+
+
+def _moto_update_item_s(table: str, calls: int = 50) -> float:
+    """Median time of one conditional UpdateItem in moto, one at a time from here: what each of the
+    two table calls per update costs at least, before any of the function's own work."""
+    import boto3
+
+    dynamodb = boto3.client("dynamodb")
+    times = []
+    for index in range(calls):
+        started = time.perf_counter()
+        dynamodb.update_item(
+            TableName=table,
+            Key={"thread_id": {"S": f"bench-probe-{index}"}},
+            UpdateExpression="SET lease_until = :until",
+            ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :until",
+            ExpressionAttributeValues={":until": {"N": "1"}},
+        )
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 # --------------------------------------------------------------------------- fresh interpreters
 
 

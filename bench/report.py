@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -28,6 +28,7 @@ TARGET_SPEEDUP = 14.0
 TARGET_WITHIN_RAW = 1.15
 TARGET_COLD_RATIO = 0.25
 TARGET_RSS_MIB = 128.0
+TARGET_STATE_TABLE_RATIO = 1.25
 
 COLORS = {SEQ: "#999999", SDK: "#d62728", RAW16: "#1f77b4", OURS: "#2ca02c"}
 
@@ -102,6 +103,25 @@ def verdicts(headline: dict[str, Cell], cold: dict[str, Any], rss: dict[str, Any
     ]
 
 
+def state_table_verdict(cost: dict[str, Any]) -> Verdict:
+    """The ordering's price: the headline scenario with the state table against without it."""
+    return Verdict(
+        f"{cost['batch']} updates @ {cost['latency_s'] * 1000:.0f} ms with the state table: "
+        f"≤ {TARGET_STATE_TABLE_RATIO} x without it",
+        cost["ratio"] <= TARGET_STATE_TABLE_RATIO,
+        f"{cost['ratio']:.2f}x ({format_s(cost['on'])} vs {format_s(cost['off'])}); {_moto_floor(cost)}",
+    )
+
+
+def _moto_floor(cost: dict[str, Any]) -> str:
+    """moto serves one call at a time: the two table calls per update cost at least this much."""
+    calls = 2 * cost["batch"]
+    return (
+        f"moto alone needs ≥ {format_s(calls * cost['moto_update_item_s'])} for the {calls} table calls "
+        f"({format_s(cost['moto_update_item_s'])} each, one at a time)"
+    )
+
+
 @dataclass
 class Results:
     """Everything one bench run measured, and its verdicts: what every output is written from."""
@@ -115,6 +135,7 @@ class Results:
     verdicts: list[Verdict]
     diagnostics: list[dict[str, Any]]
     total_s: float
+    state_table: dict[str, Any] = field(default_factory=dict)  # on/off at the headline scenario
 
     def as_json(self) -> dict[str, Any]:
         """The ``results.json`` document (every sample)."""
@@ -126,6 +147,7 @@ class Results:
             "imports": self.imports,
             "rss": self.rss,
             "log_line_cost": self.diagnostics,
+            "state_table_cost": self.state_table,
             "targets": [asdict(v) for v in self.verdicts],
         }
 
@@ -140,7 +162,20 @@ def markdown(results: Results) -> str:
     lines += _rss_and_targets(results.rss, results.verdicts)
     lines += _imports_line(results.imports)
     lines += _log_line_cost_table(results.diagnostics)
+    lines += _state_table_lines(results.state_table)
     return "\n".join(lines) + "\n"
+
+
+def _state_table_lines(cost: dict[str, Any]) -> list[str]:
+    if not cost:
+        return []
+    return [
+        "",
+        f"Our handler with and without the state table (moto DynamoDB on loopback), "
+        f"{cost['batch']} updates at {cost['latency_s'] * 1000:.0f} ms, same run: "
+        f"{format_s(cost['on'])} with, {format_s(cost['off'])} without ({cost['ratio']:.2f}x); "
+        f"{_moto_floor(cost)}.",
+    ]
 
 
 def _scenario_table(results: Results) -> list[str]:

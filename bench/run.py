@@ -11,7 +11,9 @@ Contenders (``bench.contenders``), all against the same local Portkey-like serve
 3. ``urllib3 x16`` - 16 requests in flight (``ThreadPoolExecutor`` over one ``PoolManager``), the
    practical limit for ``MAX_CONCURRENCY=16``;
 4. ``our handler`` - ``handler.lambda_handler`` with an SQS event (distinct thread ids per record),
-   ``MAX_CONCURRENCY=16``, its secret and DLQ in moto.
+   ``MAX_CONCURRENCY=16``, its secret and DLQ in moto; without the state table in the grid, and
+   with and without it at the headline scenario (moto's DynamoDB in its own process,
+   ``bench.dynamodb_server``), in the same run.
 
 Warm invocations are timed in this process (each contender is warmed up at every latency first);
 cold start (import + first 1-record invocation) and peak RSS (10,000 records) are measured in fresh
@@ -41,6 +43,7 @@ for _path in (str(SRC), str(ROOT)):
         sys.path.insert(0, _path)
 
 from bench.contenders import SECRET, Contender, Control, all_contenders  # noqa: E402
+from bench.dynamodb_server import DynamoDBProcess  # noqa: E402
 from bench.latency_server import LatencyServerProcess  # noqa: E402
 from bench.measure import (  # noqa: E402
     OUT,
@@ -50,30 +53,60 @@ from bench.measure import (  # noqa: E402
     log_line_cost,
     measure_scenario,
     peak_rss,
+    state_table_cost,
     warm_up,
 )
-from bench.report import Results, chart, markdown, print_summary, verdicts  # noqa: E402
+from bench.report import (  # noqa: E402
+    Results,
+    chart,
+    markdown,
+    print_summary,
+    state_table_verdict,
+    verdicts,
+)
 from bench.scenarios import BATCHES, CONCURRENCY, FULL, HEADLINE, LATENCIES_S, QUICK, Cell, Mode  # noqa: E402
-from devstack.local_aws import create_resources, function_environment, moto_server  # noqa: E402
+from devstack.local_aws import (  # noqa: E402
+    create_resources,
+    create_state_table,
+    function_environment,
+    moto_server,
+)
 
 
 @contextlib.contextmanager
-def function_stack(log: TextIO) -> Iterator[tuple[LatencyServerProcess, Control]]:
-    """The latency server (child process) and moto with the function's resources, env set."""
-    with LatencyServerProcess() as server, moto_server() as endpoint:
-        resources = create_resources(endpoint, SECRET)
+def function_stack(log: TextIO) -> Iterator[tuple[LatencyServerProcess, Control, str]]:
+    """The latency server and moto's DynamoDB (child processes), moto with the function's other
+    resources, env set. Yields the state table's name too: ``THREAD_STATE_TABLE`` stays empty
+    (no table) except where a measurement sets it, because moto's DynamoDB serves one call at a
+    time and would otherwise be what the whole grid measures."""
+    with LatencyServerProcess() as server, DynamoDBProcess() as dynamodb, moto_server() as endpoint:
         saved = dict(os.environ)
+        os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb.url
+        resources = create_resources(endpoint, SECRET, state_table=False)
+        table = create_state_table(f"bench-thread-state-{os.getpid()}")
         os.environ.update(
-            function_environment(resources, server.url, MAX_CONCURRENCY=str(CONCURRENCY)),
+            function_environment(
+                resources, server.url, MAX_CONCURRENCY=str(CONCURRENCY), THREAD_STATE_TABLE=""
+            ),
         )
         control = Control(server.root)
-        log.write(f"latency server {server.url}, moto {endpoint}\n")
+        log.write(f"latency server {server.url}, moto {endpoint}, DynamoDB (moto) {dynamodb.url}\n")
         try:
-            yield server, control
+            yield server, control, table
         finally:
             control.close()
             os.environ.clear()
             os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def state_table(name: str) -> Iterator[None]:
+    """The function configured with the state table meanwhile (for fresh interpreters too)."""
+    os.environ["THREAD_STATE_TABLE"] = name
+    try:
+        yield
+    finally:
+        os.environ["THREAD_STATE_TABLE"] = ""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -109,15 +142,18 @@ def warm_cells(
 def measure_all(mode: Mode, out: TextIO, started: float) -> Results:
     """Warm timings, the log-line diagnostic, then the fresh-interpreter measurements."""
     contenders: list[Contender] = []
-    with open(os.devnull, "w") as sink, function_stack(out) as (server, control):
+    with open(os.devnull, "w") as sink, function_stack(out) as (server, control, table):
         try:
             contenders = all_contenders(server.url, sink)
             cells, headline = warm_cells(contenders, control, mode, out)
             out.write("diagnostics:\n")
             diagnostics = log_line_cost(contenders[3], contenders[2], control, mode, out)
+            with state_table(table):
+                table_cost = state_table_cost(contenders[3], control, mode, out)
             control.set_latency(0.0)
             out.write("fresh interpreters:\n")
-            cold = cold_starts(mode, out)
+            with state_table(table):  # as deployed; the DynamoDB client is made on first use
+                cold = cold_starts(mode, out)
             imports = {which: import_breakdown(which) for which in ("ours", "sdk")}
             rss = peak_rss(out)
         finally:
@@ -130,8 +166,9 @@ def measure_all(mode: Mode, out: TextIO, started: float) -> Results:
         cold=cold,
         imports=imports,
         rss=rss,
-        verdicts=verdicts(headline, cold, rss),
+        verdicts=[*verdicts(headline, cold, rss), state_table_verdict(table_cost)],
         diagnostics=diagnostics,
+        state_table=table_cost,
         total_s=time.perf_counter() - started,
     )
 

@@ -19,11 +19,15 @@ What runs, all on this machine:
   receive and send cost grows with the queue's depth, a real queue's does not).
 
 Then it settles the books (``bench.soak.books``): every message id must be in exactly one place,
-applied or in the DLQ.
+applied, superseded or in the DLQ. ``--ordering`` runs the ordering variant instead: explicit
+versions per thread, shuffled and duplicated, late writes; then every thread's stored state must be
+its newest applied update per field (``bench.soak.convergence``); ``--no-state-table`` runs either
+without ``THREAD_STATE_TABLE``.
 
 The modules, in the order a run uses them: ``config`` (sizes, timeouts, fault weights), ``faults``
 (the failing stand-in), ``traffic`` (the planned updates and the producer), ``worker`` (one warm
-container), ``run`` (one run end to end), ``books`` (settling and the figures), ``cli``.
+container), ``run`` (one run end to end), ``books`` (settling and the figures), ``convergence``
+(the ordering check), ``cli``.
 """
 
 from bench.soak.books import SoakReport, write_figures

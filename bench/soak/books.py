@@ -1,10 +1,13 @@
 """The books: where every message id ended up, and everything that contradicts "exactly once".
 
-A message id is in exactly one of three places:
+A message id is in exactly one of four places:
 
 * **applied** - the function reported the record done (not in ``batchItemFailures``, so the poller
   deleted it) and did not dead-letter it; cross-checked: the stand-in answered a 2xx to a request
   whose ``x-portkey-trace-id`` is that message id;
+* **superseded** - reported done like an applied one, but without a 2xx of its own: every field it
+  sets was already covered by a newer version in the state table. Cross-checked: the function's
+  outcome line for it says ``superseded`` with a ``newer_version`` above its ``version``;
 * **rejected** - our envelope in the DLQ (category, status, payload): dead-lettered by the function;
 * **redriven** - the raw body in the DLQ, moved by the redrive policy after ``maxReceiveCount``.
 """
@@ -15,12 +18,12 @@ import collections
 import contextlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.soak.config import FIGURES_FILE, SoakConfig
-from bench.soak.faults import FaultyStandIn
+from bench.soak.faults import FaultyStandIn, update_key
 from bench.soak.worker import WorkerResult
 from devstack.portkey_standin import TRACE_ID_HEADER
 
@@ -30,11 +33,15 @@ class SoakReport:
     config: SoakConfig
     figures: dict[str, Any]
     problems: list[str]
-    buckets: dict[str, str]  # message id -> applied | rejected | redriven
+    buckets: dict[str, str]  # message id -> applied | superseded | rejected | redriven
     sent: dict[str, str]  # message id -> body
     final_threads: dict[str, dict[str, Any] | None]
     # message ids the stand-in stored although the function saw no answer (it retried them)
     written_without_answer: set[str]
+    reached_store: set[str]  # message ids the stand-in stored, with or without an answer
+    version_attributes: dict[str, int] = field(default_factory=dict)  # message id -> ``version`` attribute
+    # the ordering run: one line per field that does not hold its thread's newest applied update
+    stale: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = [f"[{self.config.label}]"]
@@ -42,21 +49,34 @@ class SoakReport:
             lines.append(f"  {name}: {value}")
         lines.append(f"  problems: {len(self.problems)}")
         lines += [f"    - {problem}" for problem in self.problems[:20]]
+        if self.stale:
+            lines.append(f"  stale fields: {len(self.stale)}")
+            lines += [f"    - {line}" for line in self.stale[:20]]
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What the producer sent: message id -> body, and the ``version`` attributes it set."""
+
+    bodies: dict[str, str]
+    version_attributes: dict[str, int]
+    planned: int
 
 
 def settle(
     config: SoakConfig,
-    sent: dict[str, str],
+    sent: Sent,
     standin: FaultyStandIn,
     worker_results: Sequence[WorkerResult],
     letters: Sequence[str],
-    gone: set[str],
+    outcome_lines: Sequence[Mapping[str, Any]],
 ) -> SoakReport:
     """The books: where every message id ended up, and everything that contradicts "exactly once"."""
-    by_body = {body: message_id for message_id, body in sent.items()}
-    thread_of = {message_id: json.loads(body)["thread_id"] for message_id, body in sent.items()}
-    seq_of = {message_id: int(json.loads(body)["metadata"]["seq"]) for message_id, body in sent.items()}
+    gone = set(config.gone_thread_ids())
+    by_body = {body: message_id for message_id, body in sent.bodies.items()}
+    thread_of = {message_id: json.loads(body)["thread_id"] for message_id, body in sent.bodies.items()}
+    seq_of = {message_id: int(update_key(json.loads(body)) or 0) for message_id, body in sent.bodies.items()}
     problems = _run_problems(config, sent, worker_results)
     acknowledged, handler_errors = _acknowledged(worker_results)
     problems += [f"handler raised: {error}" for error in handler_errors[:5]]
@@ -69,31 +89,44 @@ def settle(
         redriven=redriven,
         answered_2xx=_answered_2xx(standin),
         receives=_receives(worker_results),
+        superseded={
+            str(line["message_id"]): line for line in outcome_lines if line.get("outcome") == "superseded"
+        },
     )
     buckets: dict[str, str] = {}
-    for message_id, body in sent.items():
+    for message_id, body in sent.bodies.items():
         bucket, found = ledger.place(message_id, body, to_gone_thread=thread_of[message_id] in gone)
         problems += found
         if bucket is not None:
             buckets[message_id] = bucket
     final_threads = {thread_id: standin.thread(thread_id) for thread_id in config.thread_ids()}
     if config.fifo:
-        problems += fifo_problems(config, sent, buckets, standin, final_threads, thread_of, seq_of, gone)
-    figures = _figures(config, sent, buckets, standin, worker_results, ledger.receives, gone)
-    return SoakReport(config, figures, problems, buckets, sent, final_threads, set(standin.silent_writes))
+        problems += fifo_problems(
+            config, sent.bodies, buckets, standin, final_threads, thread_of, seq_of, gone
+        )
+    figures = _figures(config, sent.bodies, buckets, standin, worker_results, ledger.receives, gone)
+    return SoakReport(
+        config,
+        figures,
+        problems,
+        buckets,
+        sent.bodies,
+        final_threads,
+        set(standin.silent_writes),
+        reached_store(standin),
+        sent.version_attributes,
+    )
 
 
 def _longest_hold(worker_results: Sequence[WorkerResult]) -> float:
     return max((result.longest_hold_s for result in worker_results), default=0.0)
 
 
-def _run_problems(
-    config: SoakConfig, sent: Mapping[str, str], worker_results: Sequence[WorkerResult]
-) -> list[str]:
+def _run_problems(config: SoakConfig, sent: Sent, worker_results: Sequence[WorkerResult]) -> list[str]:
     """What voids the run as a whole: updates not sent, a batch held too long, a worker that failed."""
     problems = []
-    if len(sent) != config.updates:
-        problems.append(f"sent {len(sent)} of {config.updates} updates")
+    if len(sent.bodies) != sent.planned:
+        problems.append(f"sent {len(sent.bodies)} of {sent.planned} updates")
     longest_hold = _longest_hold(worker_results)
     if longest_hold >= config.visibility_timeout_s:
         # Another container may then have received the same message: at-least-once delivery that
@@ -112,8 +145,8 @@ def _run_problems(
 
 def _acknowledged(worker_results: Sequence[WorkerResult]) -> tuple[collections.Counter[str], list[str]]:
     """How often the function reported each record as done (so the poller deleted it), and the
-    errors its invocations raised. Done is either "applied" (Portkey answered 2xx) or
-    "dead-lettered by the function" (an envelope)."""
+    errors its invocations raised. Done is "applied" (Portkey answered 2xx), "superseded" (a newer
+    version covers every field) or "dead-lettered by the function" (an envelope)."""
     acknowledged = collections.Counter[str]()
     handler_errors = []
     for result in worker_results:
@@ -144,6 +177,15 @@ def _dlq_contents(
     return envelopes, redriven, problems
 
 
+def reached_store(standin: FaultyStandIn) -> set[str]:
+    """Message ids whose update the stand-in stored: answered 2xx (an update applied by a retry
+    whose earlier attempt is in doubt is then handed back, and may even be redriven later), or
+    written without an answer (mid-answer drops, late timeouts)."""
+    return {trace_id for trace_id, count in _answered_2xx(standin).items() if count} | {
+        trace_id for trace_id, count in standin.silent_writes.items() if count
+    }
+
+
 def _answered_2xx(standin: FaultyStandIn) -> collections.Counter[str]:
     """2xx answers by trace id (the function sends the message id as the trace id)."""
     answered = collections.Counter[str]()
@@ -171,6 +213,7 @@ class _Ledger:
     redriven: collections.Counter[str]
     answered_2xx: collections.Counter[str]
     receives: collections.Counter[str]
+    superseded: Mapping[str, Mapping[str, Any]]  # message id -> its "superseded" outcome line
 
     def place(self, message_id: str, body: str, *, to_gone_thread: bool) -> tuple[str | None, list[str]]:
         """The one place this message id ended up (None if not exactly one), and what contradicts it."""
@@ -195,6 +238,9 @@ class _Ledger:
             )
         if raws:
             return "redriven", problems + self._redriven_problems(message_id)
+        if message_id in self.superseded:
+            found = self._superseded_problems(message_id, to_gone_thread=to_gone_thread)
+            return "superseded", problems + found
         return "applied", problems + self._applied_problems(message_id, to_gone_thread=to_gone_thread)
 
     def _rejected_problems(self, message_id: str, body: str, *, to_gone_thread: bool) -> list[str]:
@@ -213,6 +259,16 @@ class _Ledger:
         if receives < self.config.max_receive_count:
             return [f"{message_id}: redriven after only {receives} receives"]
         return []
+
+    def _superseded_problems(self, message_id: str, *, to_gone_thread: bool) -> list[str]:
+        line = self.superseded[message_id]
+        version, newer = line.get("version"), line.get("newer_version")
+        problems = []
+        if not (isinstance(version, int) and isinstance(newer, int) and newer > version):
+            problems.append(f"{message_id}: superseded by version {newer}, not newer than its own {version}")
+        if to_gone_thread:
+            problems.append(f"{message_id}: superseded on a thread that always answers 404")
+        return problems
 
     def _applied_problems(self, message_id: str, *, to_gone_thread: bool) -> list[str]:
         problems = []
@@ -254,6 +310,7 @@ def _figures(
         "handed back (batchItemFailures)": sum(result.handed_back for result in worker_results),
         "redeliveries (receives beyond the first)": sum(max(0, count - 1) for count in receive_counts),
         "applied": counts["applied"],
+        "superseded (acknowledged without a request of their own)": counts["superseded"],
         "DLQ: rejected 404 envelopes": counts["rejected"],
         "DLQ: redriven raw bodies": counts["redriven"],
         "DLQ total": counts["rejected"] + counts["redriven"],
@@ -273,6 +330,7 @@ def fifo_problems(
 ) -> list[str]:
     """Per thread: writes arrive in send order, and the final state is the last update written."""
     problems = []
+    stored = reached_store(standin)  # message ids
     written: dict[str, list[int]] = collections.defaultdict(list)  # thread -> seqs of 2xx writes
     for request in standin.requests:
         trace_id = request.headers.get(TRACE_ID_HEADER, "")
@@ -285,36 +343,46 @@ def fifo_problems(
         if thread_id in gone:
             continue
         ids = [message_id for message_id in sent if thread_of[message_id] == thread_id]
-        reached = [m for m in ids if buckets.get(m) == "applied" or standin.silent_writes[m]]
+        reached = [m for m in ids if m in stored]
         if not reached:
             continue
         last = max(reached, key=lambda message_id: seq_of[message_id])
         expected = json.loads(sent[last])["metadata"]
-        stored = final_threads.get(thread_id)
-        actual = stored["metadata"] if stored else None
+        final = final_threads.get(thread_id)
+        actual = final["metadata"] if final else None
         if actual != expected:
             problems.append(f"{thread_id}: final metadata {actual} != last written update {expected}")
     return problems
 
 
-def function_log_figures(paths: Sequence[Path]) -> dict[str, int]:
-    """Retries inside invocations and Retry-After waits, from the function's own logs and metrics."""
-    figures = collections.Counter[str]()
+def read_function_logs(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """Every JSON object the function wrote (log lines and EMF metrics), container by container."""
+    documents = []
     for path in paths:
         if not path.exists():
             continue
         for line in path.read_text(errors="replace").splitlines():
             with contextlib.suppress(ValueError):
                 document = json.loads(line)
-                if not isinstance(document, dict):
-                    continue
-                attempts = document.get("attempts")
-                if isinstance(attempts, int) and str(document.get("message", "")).startswith("update "):
-                    figures["http retries inside invocations"] += max(0, attempts - 1)
-                    figures[f"outcome lines: {document['message']}"] += 1
-                waits = document.get("RetryAfterWaits")
-                if isinstance(waits, list):
-                    figures["Retry-After waits (EMF)"] += int(sum(waits))
+                if isinstance(document, dict):
+                    documents.append(document)
+    return documents
+
+
+def function_log_figures(documents: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Retries inside invocations, outcomes, heals and Retry-After waits, from the function's own
+    logs and metrics."""
+    figures = collections.Counter[str]()
+    for document in documents:
+        attempts = document.get("attempts")
+        if isinstance(attempts, int) and str(document.get("message", "")).startswith("update "):
+            figures["http retries inside invocations"] += max(0, attempts - 1)
+            figures[f"outcome lines: {document['message']}"] += 1
+            if document.get("healed"):
+                figures["outcome lines with a heal (newest state sent again)"] += 1
+        waits = document.get("RetryAfterWaits")
+        if isinstance(waits, list):
+            figures["Retry-After waits (EMF)"] += int(sum(waits))
     return dict(figures)
 
 

@@ -7,7 +7,7 @@ import random
 import threading
 from typing import TYPE_CHECKING, Any
 
-from bench.soak.config import FAULT_WEIGHTS, SILENT_WRITE_FAULTS, SoakConfig
+from bench.soak.config import SILENT_WRITE_FAULTS, SoakConfig
 from devstack.portkey_standin import TRACE_ID_HEADER, PortkeyStandIn, Reply
 
 if TYPE_CHECKING:
@@ -30,8 +30,8 @@ class FaultyStandIn(PortkeyStandIn):
         self.silent_writes: collections.Counter[str] = collections.Counter()
         self._attempts_by_seq: collections.Counter[str] = collections.Counter()
         self._local = threading.local()
-        self._kinds = list(FAULT_WEIGHTS)
-        self._weights = list(FAULT_WEIGHTS.values())
+        self._kinds = list(config.fault_weights)
+        self._weights = list(config.fault_weights.values())
 
     def _answer(self, handler: _Handler, exchange: _Exchange) -> None:
         self._local.exchange = exchange
@@ -45,9 +45,7 @@ class FaultyStandIn(PortkeyStandIn):
         exchange: _Exchange | None = getattr(self._local, "exchange", None)
         if scripted is not None or thread_id is None or exchange is None:
             return scripted
-        document = exchange.parsed if isinstance(exchange.parsed, dict) else {}
-        metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
-        seq = str(metadata.get("seq", exchange.sequence)) if isinstance(metadata, dict) else ""
+        seq = update_key(exchange.parsed) or str(exchange.sequence)
         with self._cond:
             attempt = self._attempts_by_seq[seq]
             self._attempts_by_seq[seq] += 1
@@ -72,11 +70,28 @@ class FaultyStandIn(PortkeyStandIn):
         if kind == "read timeout":
             # Answers well after the client gave up. Late-writing: a 200 that applies the update then;
             # otherwise a 504 that applies nothing (should a client still read it, it is transient).
+            late = timeout + self.config.late_write_lag_s
             if self.config.late_timeout_writes:
-                return Reply(status=200, delay=timeout + 0.25)
-            return Reply(status=504, delay=timeout + 0.25, apply=False)
+                return Reply(status=200, delay=late)
+            return Reply(status=504, delay=late, apply=False)
         if kind == "dropped before the answer":
             return Reply(drop="before_response")
         if kind == "dropped mid-answer":
             return Reply(drop="mid_response")  # applies the update, then cuts the body in half
         return Reply(delay=timeout * 0.6)  # slow answer, still inside the read timeout
+
+
+def update_key(document: Any) -> str | None:
+    """Which planned update a request carries: its ``seq`` in ``metadata``, else in the code
+    interpreter's file id (``file-<run>-<seq>``, updates that set ``tool_resources`` only)."""
+    if not isinstance(document, dict):
+        return None
+    metadata = document.get("metadata")
+    if isinstance(metadata, dict) and "seq" in metadata:
+        return str(metadata["seq"])
+    tool_resources = document.get("tool_resources")
+    code = tool_resources.get("code_interpreter") if isinstance(tool_resources, dict) else None
+    file_ids = code.get("file_ids") if isinstance(code, dict) else None
+    if isinstance(file_ids, list) and file_ids:
+        return str(file_ids[0]).rsplit("-", 1)[-1]
+    return None

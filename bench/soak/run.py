@@ -12,10 +12,11 @@ from multiprocessing.context import ForkServerContext, ForkServerProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.soak.books import SoakReport, function_log_figures, settle
+from bench.soak.books import Sent, SoakReport, function_log_figures, read_function_logs, settle
 from bench.soak.config import LOG_DIR, SECRET, SoakConfig
+from bench.soak.convergence import check_convergence
 from bench.soak.faults import FaultyStandIn
-from bench.soak.traffic import Producer, planned_bodies, read_queue
+from bench.soak.traffic import Planned, Producer, planned_bodies, read_queue
 from bench.soak.worker import WorkerResult, container
 from devstack.local_aws import LocalResources, create_resources, function_environment
 from devstack.portkey_standin import Reply
@@ -88,6 +89,7 @@ def run_soak(config: SoakConfig, endpoint: str) -> SoakReport:
         fifo=config.fifo,
         max_receive_count=config.max_receive_count,
         visibility_timeout_s=config.visibility_timeout_s,
+        state_table=config.state_table,
     )
     gone = set(config.gone_thread_ids())
     plan = planned_bodies(config)
@@ -103,12 +105,36 @@ def run_soak(config: SoakConfig, endpoint: str) -> SoakReport:
         env = _function_env(config, resources, standin.url)
         producer, worker_results = _drain(config, resources, env, plan, log_paths, ends)
         drained_at = time.monotonic()
-        letters = read_queue(resources.dlq_url, limit=config.updates)
-        report = settle(config, producer.sent, standin, worker_results, letters, gone)
+        # Late writes still on their way upstream land before the books read the threads.
+        if not standin.wait_for(lambda: standin.in_flight == 0, timeout=config.read_timeout_s + 10):
+            raise RuntimeError("the stand-in still has requests in flight after the run")
+        letters = read_queue(resources.dlq_url, limit=len(plan))
+        sent = Sent(producer.sent, producer.version_attributes, planned=len(plan))
+        logs = read_function_logs(log_paths)
+        report = settle(config, sent, standin, worker_results, letters, logs)
     report.figures["wall time (s)"] = round(time.monotonic() - started, 1)
     report.figures["time to drain the queue (s)"] = round(drained_at - started, 1)
-    report.figures.update(function_log_figures(log_paths))
+    report.figures.update(function_log_figures(logs))
+    if config.ordering:
+        _settle_ordering(report)
     return report
+
+
+def _settle_ordering(report: SoakReport) -> None:
+    """The ordering run's figures and problems: stale threads, and redrives (whose upstream state is
+    unknown, so they would make "newest applied" undefined)."""
+    convergence = check_convergence(
+        bodies=report.sent,
+        version_attributes=report.version_attributes,
+        buckets=report.buckets,
+        final_threads=report.final_threads,
+    )
+    report.stale = convergence.stale
+    report.figures["threads checked for their newest state"] = convergence.threads_checked
+    report.figures["stale fields at the end"] = len(convergence.stale)
+    report.figures["stale threads at the end"] = len({line.split(":", 1)[0] for line in convergence.stale})
+    redriven = [message_id for message_id, bucket in report.buckets.items() if bucket == "redriven"]
+    report.problems += [f"{message_id}: redriven in the ordering run" for message_id in redriven]
 
 
 def _function_env(config: SoakConfig, resources: LocalResources, portkey_url: str) -> dict[str, str]:
@@ -122,6 +148,8 @@ def _function_env(config: SoakConfig, resources: LocalResources, portkey_url: st
             MAX_CONCURRENCY=str(config.max_concurrency),
             PORTKEY_READ_TIMEOUT=str(config.read_timeout_s),
             PORTKEY_CONNECT_TIMEOUT="1",
+            THREAD_LEASE_GRACE_SECONDS=str(config.lease_grace_s),
+            LATE_WRITE_HEAL_DELAY_SECONDS=str(config.heal_delay_s),
         ),
     }
 
@@ -130,7 +158,7 @@ def _drain(
     config: SoakConfig,
     resources: LocalResources,
     env: dict[str, str],
-    plan: Sequence[tuple[str, str]],
+    plan: Sequence[Planned],
     log_paths: list[Path],
     ends: float,
 ) -> tuple[Producer, list[WorkerResult]]:

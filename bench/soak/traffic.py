@@ -7,6 +7,7 @@ import random
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -17,8 +18,20 @@ if TYPE_CHECKING:
     from multiprocessing.synchronize import Semaphore as MpSemaphore
 
 
-def planned_bodies(config: SoakConfig) -> list[tuple[str, str]]:
-    """(thread id, body) per update; seeded spread of several updates per thread, unique bodies."""
+@dataclass(frozen=True)
+class Planned:
+    """One message to send: its thread, its body (unique in a run) and, for producers that cannot
+    change the body, the update's version as the SQS message attribute ``version``."""
+
+    thread_id: str
+    body: str
+    version_attribute: int | None = None
+
+
+def planned_bodies(config: SoakConfig) -> list[Planned]:
+    """One message per update; seeded spread of several updates per thread, unique bodies."""
+    if config.ordering:
+        return ordering_plan(config)
     rng = random.Random(config.seed)
     threads = config.thread_ids()
     run = uuid.uuid4().hex[:8]
@@ -26,8 +39,35 @@ def planned_bodies(config: SoakConfig) -> list[tuple[str, str]]:
     for seq in range(config.updates):
         thread_id = threads[seq % len(threads)] if seq < len(threads) else rng.choice(threads)
         body = {"thread_id": thread_id, "metadata": {"seq": str(seq), "run": run}}
-        plan.append((thread_id, json.dumps(body, separators=(",", ":"))))
+        plan.append(Planned(thread_id, _compact(body)))
     return plan
+
+
+def ordering_plan(config: SoakConfig) -> list[Planned]:
+    """Versions 1..n per thread in the body, each update setting metadata, tool_resources or both;
+    a ``duplicate_share`` of them sent twice (the copy carries its version as the message attribute,
+    so every body stays unique), everything shuffled so threads' updates arrive in any order."""
+    rng = random.Random(config.seed)
+    run = uuid.uuid4().hex[:8]
+    plan: list[Planned] = []
+    for thread_id in config.thread_ids():
+        for version in range(1, config.updates_per_thread + 1):
+            seq = len(plan)
+            fields = rng.choice([("metadata",), ("tool_resources",), ("metadata", "tool_resources")])
+            update: dict[str, Any] = {"thread_id": thread_id}
+            if "metadata" in fields:
+                update["metadata"] = {"seq": str(seq), "run": run, "v": str(version)}
+            if "tool_resources" in fields:
+                update["tool_resources"] = {"code_interpreter": {"file_ids": [f"file-{run}-{seq}"]}}
+            plan.append(Planned(thread_id, _compact({**update, "version": version})))
+            if rng.random() < config.duplicate_share:
+                plan.append(Planned(thread_id, _compact(update), version_attribute=version))
+    rng.shuffle(plan)
+    return plan
+
+
+def _compact(document: dict[str, Any]) -> str:
+    return json.dumps(document, separators=(",", ":"))
 
 
 class Producer:
@@ -39,6 +79,7 @@ class Producer:
         self.room = room
         self.sqs = boto3.client("sqs")
         self.sent: dict[str, str] = {}
+        self.version_attributes: dict[str, int] = {}  # message id -> its ``version`` attribute
         self.order: list[str] = []
 
     def _depth(self) -> int:
@@ -57,22 +98,29 @@ class Producer:
                 if self._depth() <= self.config.queue_depth - count or time.monotonic() >= ends:
                     return
 
-    def run(self, plan: Sequence[tuple[str, str]], ends: float) -> None:
+    def run(self, plan: Sequence[Planned], ends: float) -> None:
         for start in range(0, len(plan), 10):
             chunk = plan[start : start + 10]
             self._make_room(len(chunk), ends)
             entries: list[Any] = []
-            for position, (thread_id, body) in enumerate(chunk):
-                entry: dict[str, str] = {"Id": str(position), "MessageBody": body}
+            for position, planned in enumerate(chunk):
+                entry: dict[str, Any] = {"Id": str(position), "MessageBody": planned.body}
                 if self.config.fifo:  # as producers must: the group is the thread, one dedup id per update
-                    entry["MessageGroupId"] = thread_id
+                    entry["MessageGroupId"] = planned.thread_id
                     entry["MessageDeduplicationId"] = uuid.uuid4().hex
+                if planned.version_attribute is not None:
+                    entry["MessageAttributes"] = {
+                        "version": {"DataType": "Number", "StringValue": str(planned.version_attribute)}
+                    }
                 entries.append(entry)
             answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             if answer.get("Failed"):
                 raise RuntimeError(f"SendMessageBatch failed: {answer['Failed']}")
             for done in sorted(answer["Successful"], key=lambda item: int(item["Id"])):
-                self.sent[done["MessageId"]] = chunk[int(done["Id"])][1]
+                planned = chunk[int(done["Id"])]
+                self.sent[done["MessageId"]] = planned.body
+                if planned.version_attribute is not None:
+                    self.version_attributes[done["MessageId"]] = planned.version_attribute
                 self.order.append(done["MessageId"])
 
 

@@ -7,7 +7,11 @@ containers.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,10 +49,13 @@ class _SerializedPoller(SqsPoller):
     """moto's ReceiveMessage is not atomic across concurrent callers (two could get the same message,
     which real SQS avoids within the visibility timeout): containers take turns to receive."""
 
-    def __init__(self, *args: Any, receive_lock: MpLock, handback_visibility_s: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, receive_lock: MpLock, max_handback_delay_s: int, log_path: str, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._receive_lock = receive_lock
-        self._handback_visibility_s = handback_visibility_s
+        self._max_handback_delay_s = max_handback_delay_s
+        self._retry_delays = RetryDelays(log_path)
         self._received_at = 0.0
         self.longest_hold_s = 0.0
 
@@ -60,10 +67,14 @@ class _SerializedPoller(SqsPoller):
     def _settle(self, messages: list[Any], response: Any) -> None:
         """Delete what succeeded (the poller), then schedule what was handed back.
 
-        The visibility timeout plays two roles. While a batch is being processed it must outlast the
-        invocation (the queue's own value, as in the template); once the function has handed a
-        message back, it only delays the retry, and the harness shortens that to
-        ``handback_visibility_s`` so a run stays short. The function is not involved either way.
+        The function sets each handed-back record's visibility to its own retry delay (a transient
+        backoff of up to 300 s, the rest of another invocation's lease on the thread, or the heal
+        delay after an unknown outcome) and logs it as ``retry_delay_s``. The harness reads that
+        line and shortens the delay to at most ``max_handback_delay_s`` so a run stays short; that
+        bound is at least the heal delay (``SoakConfig`` checks), so a record handed back after an
+        unknown outcome still returns only once its thread's heal is due, as in production. A record
+        without a delay of its own (behind a retried update in its lane, or after a configuration
+        error) would wait out the queue's visibility timeout; the harness gives it the bound too.
 
         FIFO: moto delivers a group's handed-back messages out of order when several of them turn
         visible together (its scan skips the first while the later ones are still "in flight", then
@@ -75,6 +86,7 @@ class _SerializedPoller(SqsPoller):
         if not isinstance(response, Mapping):
             return
         failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+        delays = self._retry_delays.read()
         first_of_group: set[str] = set()
         entries: list[Any] = []
         for message in messages:
@@ -84,11 +96,13 @@ class _SerializedPoller(SqsPoller):
             later_in_group = group is not None and group in first_of_group
             if group is not None:
                 first_of_group.add(group)
+            own = delays.get(message["MessageId"])
+            delay = self._max_handback_delay_s if own is None else min(own, self._max_handback_delay_s)
             entries.append(
                 {
                     "Id": str(len(entries)),
                     "ReceiptHandle": message["ReceiptHandle"],
-                    "VisibilityTimeout": 0 if later_in_group else self._handback_visibility_s,
+                    "VisibilityTimeout": 0 if later_in_group else math.ceil(delay),
                 }
             )
         for start in range(0, len(entries), 10):
@@ -103,7 +117,32 @@ class _SerializedPoller(SqsPoller):
         return handled
 
 
-_FUNCTION_ENV_PREFIXES = ("AWS_", "PORTKEY_", "POWERTOOLS_", "DLQ_", "MAX_")
+class RetryDelays:
+    """The ``retry_delay_s`` of each handed-back record, from the function's outcome lines in this
+    container's log (its stdout, as CloudWatch Logs would hold it), read as they are written."""
+
+    def __init__(self, log_path: str) -> None:
+        self._log_path = log_path
+        self._offset = 0
+
+    def read(self) -> dict[str, float]:
+        """message id -> retry delay, from the lines written since the last call."""
+        sys.stdout.flush()
+        with open(self._log_path, "rb") as log:
+            log.seek(self._offset)
+            text = log.read()
+        complete = text[: text.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        delays: dict[str, float] = {}
+        for line in complete.splitlines():
+            with contextlib.suppress(ValueError):
+                document = json.loads(line)
+                if isinstance(document, dict) and isinstance(document.get("retry_delay_s"), int | float):
+                    delays[str(document.get("message_id"))] = float(document["retry_delay_s"])
+        return delays
+
+
+_FUNCTION_ENV_PREFIXES = ("AWS_", "PORTKEY_", "POWERTOOLS_", "DLQ_", "MAX_", "THREAD_", "LATE_WRITE_")
 
 
 def container(
@@ -129,7 +168,8 @@ def container(
             window_s=config.window_s,
             function_timeout_s=config.function_timeout_s,
             receive_lock=receive_lock,
-            handback_visibility_s=config.handback_visibility_s,
+            max_handback_delay_s=config.max_handback_delay_s,
+            log_path=log_path,
         )
         _poll_until_drained(poller, config, producer_done, stop, result)
         result.receives_by_message = dict(poller.stats.receives_by_message)

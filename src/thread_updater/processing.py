@@ -105,6 +105,16 @@ class UpdateProcessor:
         )
         if outcome.result is Result.SUCCESS and not plan.send and plan.covered:
             outcome = replace(outcome, result=Result.SUPERSEDED)
+        if outcome.result in (Result.SUCCESS, Result.SUPERSEDED) and ordered.call.uncertain:
+            # Applied by a retry, but an earlier attempt may still be written late, over a newer
+            # update sent after the lease's grace. Coming back once the heal is due makes sure the
+            # thread is looked at again then (a newer state is re-sent; the same one settles).
+            outcome = replace(
+                outcome,
+                result=Result.RETRY,
+                error="applied, but an earlier attempt's outcome is unknown: back when its heal is due",
+                retry_delay_s=self._heal_delay_s,
+            )
         return outcome
 
     def _settle(self, job: Job, call: CallOutcome, deadline: float) -> Outcome:

@@ -291,14 +291,19 @@ def test_a_thread_held_by_another_invocation_is_handed_back_without_a_request(
     assert results["first"] == {"batchItemFailures": []}
 
 
+def time_out_quickly(monkeypatch: pytest.MonkeyPatch, *, attempts: int, heal_delay_s: int) -> None:
+    """Requests time out after 0.3 s, ``attempts`` per update, heals after ``heal_delay_s``."""
+    monkeypatch.setenv("MAX_ATTEMPTS", str(attempts))
+    monkeypatch.setenv("PORTKEY_READ_TIMEOUT", "0.3")
+    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", str(heal_delay_s))
+
+
 @pytest.mark.usefixtures("state_table")
 def test_an_older_update_waits_for_a_newer_one_whose_outcome_is_unknown(
     invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs
 ) -> None:
     # Given version 2 timed out on our side (the upstream may still write it) and heals in 60 s
-    monkeypatch.setenv("MAX_ATTEMPTS", "1")
-    monkeypatch.setenv("PORTKEY_READ_TIMEOUT", "0.3")
-    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "60")
+    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=60)
     release = threading.Event()
     portkey.script(THREAD, Reply(hold=release, apply=False))
     try:
@@ -324,9 +329,7 @@ def test_a_late_write_is_healed_by_the_delayed_resend(
     invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs
 ) -> None:
     # Given version 1's request times out on our side while the upstream still holds it
-    monkeypatch.setenv("MAX_ATTEMPTS", "1")
-    monkeypatch.setenv("PORTKEY_READ_TIMEOUT", "0.3")
-    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "1")
+    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=1)
     release = threading.Event()
     portkey.script(THREAD, Reply(hold=release))
     first_event = batch(update(1, metadata={"v": "1"}))
@@ -357,13 +360,48 @@ def test_a_late_write_is_healed_by_the_delayed_resend(
 
 
 @pytest.mark.usefixtures("state_table")
+def test_an_update_applied_on_a_retry_still_returns_to_heal_a_late_first_attempt(
+    invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs
+) -> None:
+    # Given version 1's first attempt times out on our side while the upstream still holds it, and
+    # its retry is applied (2xx): the update is applied, but the first attempt may still land
+    time_out_quickly(monkeypatch, attempts=2, heal_delay_s=1)
+    release = threading.Event()
+    portkey.script(THREAD, Reply(hold=release), Reply())
+    first_event = batch(update(1, metadata={"v": "1"}))
+    try:
+        first = invoke(first_event)
+        handed_back_at = time.monotonic()
+
+        # And version 2 is applied meanwhile, the last update of the thread
+        invoke(batch(update(2, metadata={"v": "2"})))
+        assert stored_metadata(portkey) == {"v": "2"}
+    finally:
+        # When the upstream finally writes version 1's first attempt (a late write over version 2)
+        release.set()
+    assert portkey.wait_for(lambda: portkey.in_flight == 0 and stored_metadata(portkey) == {"v": "1"})
+
+    # Then version 1's record was handed back with the heal delay, although it was applied: only its
+    # return after that delay makes the thread be looked at again
+    assert failed_ids(first) == {first_event["Records"][0]["messageId"]}
+    applied_late = next(line for line in outcome_lines(logs) if line["version"] == 1)
+    assert (applied_late["outcome"], applied_late["status"]) == ("retry", 200)
+    assert applied_late["retry_delay_s"] == 1
+    # and when it returns (1 s of real time: the bound under test, not synchronisation), the newest
+    # state is sent again and the thread converges on version 2
+    time.sleep(max(0.0, handed_back_at + 1.05 - time.monotonic()))
+    assert invoke(first_event) == {"batchItemFailures": []}
+    assert stored_metadata(portkey) == {"v": "2"}
+    healed = outcome_lines(logs)[-1]
+    assert (healed["outcome"], healed["healed"]) == ("superseded", ["metadata"])
+
+
+@pytest.mark.usefixtures("state_table")
 def test_an_eventbridge_retry_heals_a_late_write_once_its_heal_time_has_come(
     invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an event (version 1) whose request times out while the upstream still holds it
-    monkeypatch.setenv("MAX_ATTEMPTS", "1")
-    monkeypatch.setenv("PORTKEY_READ_TIMEOUT", "0.3")
-    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "1")
+    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=1)
     release = threading.Event()
     portkey.script(THREAD, Reply(hold=release))
     older = eventbridge_event(update(1, metadata={"v": "1"}))

@@ -1,0 +1,63 @@
+"""The ordering run's check: every thread holds, per field, its newest applied update.
+
+What "newest applied" means (the function's ordering contract): of a thread's updates that were not
+dead-lettered (applied or superseded; a duplicate counts as its version once more), the one with the
+highest version that sets the field. Version-order application of those updates gives exactly that
+value; a thread whose stored field holds anything else is *stale*.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Convergence", "check_convergence"]
+
+UPDATE_FIELDS = ("metadata", "tool_resources")  # what Modify Thread sets (thread_updater.models)
+
+_NOT_DEAD_LETTERED = frozenset({"applied", "superseded"})
+
+
+@dataclass
+class Convergence:
+    threads_checked: int = 0
+    stale: list[str] = field(default_factory=list)  # one line per stale field: thread, versions, values
+
+
+def check_convergence(
+    *,
+    bodies: Mapping[str, str],
+    version_attributes: Mapping[str, int],
+    buckets: Mapping[str, str],
+    final_threads: Mapping[str, dict[str, Any] | None],
+) -> Convergence:
+    """Compare each thread's stored fields with version-order application of its applied updates."""
+    newest: dict[str, dict[str, tuple[int, Any]]] = {}  # thread -> field -> (version, value)
+    versions: dict[str, list[tuple[int, str]]] = {}  # thread -> (version, bucket) of every message
+    for message_id, body in bodies.items():
+        document = json.loads(body)
+        thread_id = document["thread_id"]
+        version = int(document.get("version") or version_attributes[message_id])
+        versions.setdefault(thread_id, []).append((version, buckets.get(message_id, "missing")))
+        if buckets.get(message_id) not in _NOT_DEAD_LETTERED:
+            continue
+        fields = newest.setdefault(thread_id, {})
+        for name in UPDATE_FIELDS:
+            if name in document and (name not in fields or fields[name][0] < version):
+                fields[name] = (version, document[name])
+    result = Convergence()
+    for thread_id, stored in final_threads.items():
+        result.threads_checked += 1
+        expected = newest.get(thread_id, {})
+        for name in UPDATE_FIELDS:
+            version, value = expected.get(name, (0, {}))  # version 0: no applied update sets it
+            actual = (stored or {}).get(name, {})
+            if actual != value:
+                result.stale.append(
+                    f"{thread_id}: {name} holds {json.dumps(actual)}, expected version {version} "
+                    f"{json.dumps(value)}; its updates (version, place): "
+                    f"{sorted(versions.get(thread_id, []))}"
+                )
+    return result
