@@ -447,6 +447,7 @@ class PortkeyStandIn:
             thread_id=exchange.thread_id,
             parsed=exchange.parsed,
             store=self._store,
+            headers=exchange.headers,
         )
         self._write(handler, exchange, answer, drop=reply.drop, drip=reply.drip)
 

@@ -51,6 +51,9 @@ class Reply:
     apply: bool | None = None
     drip: float = 0.0
     """Seconds between body bytes: a server that answers, but too slowly to ever finish in time."""
+    echo_headers: bool = False
+    """Append the request's headers to the default error message, as some custom hosts and providers
+    do: credentials come back in the answer (what redaction in the function must remove)."""
 
     def __post_init__(self) -> None:
         """Reject impossible replies early, in the test that builds them."""
@@ -139,7 +142,13 @@ def wait_for_release(reply: Reply, *, stopping: threading.Event, hold_timeout: f
 
 
 def scripted_answer(
-    reply: Reply, *, method: str, thread_id: str | None, parsed: Any, store: ThreadStore
+    reply: Reply,
+    *,
+    method: str,
+    thread_id: str | None,
+    parsed: Any,
+    store: ThreadStore,
+    headers: Mapping[str, str],
 ) -> Answer:
     """The answer ``reply`` scripts for this request, applying its update to ``store`` if it says so."""
     if reply.status in _NO_BODY_STATUSES or reply.status < 200:
@@ -148,6 +157,9 @@ def scripted_answer(
         body_obj = reply.body
     else:
         body_obj = None if 200 <= reply.status < 300 else default_error(reply.status)
+    if reply.echo_headers and isinstance(body_obj, dict) and isinstance(body_obj.get("error"), dict):
+        echoed = json.dumps(dict(headers), sort_keys=True)
+        body_obj["error"]["message"] = f"{body_obj['error']['message']} Request headers: {echoed}"
 
     thread_object: dict[str, Any] | None = None
     if thread_id is not None and (reply.applies_update or body_obj is None):

@@ -161,9 +161,7 @@ def _validate_tool_resources(tool_resources: Any) -> None:
                 400, f"Unrecognized request argument supplied: tool_resources.{tool}", param="tool_resources"
             )
         param = f"tool_resources.{tool}"
-        if resources is None:
-            continue
-        if not isinstance(resources, dict):
+        if not isinstance(resources, dict):  # null too: only tool_resources itself may be null
             raise _invalid_type(param, "an object", resources)
         list_name, max_items = _TOOL_RESOURCE_LISTS[tool]
         for name, ids in resources.items():
