@@ -11,6 +11,6 @@ from thread_updater.observability import logger, metrics
 
 
 @logger.inject_lambda_context(clear_state=True)
-@metrics.log_metrics(capture_cold_start_metric=True)
+@metrics.log_metrics  # ColdStart: outcomes.start_metrics, with the source dimension
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any] | None:
     return handle_event(event, context)

@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from thread_updater.credentials import CredentialStore
 from thread_updater.deadletter import DeadLetterQueue
 from thread_updater.errors import ConfigurationError
 from thread_updater.handback import HandBack
@@ -26,6 +25,7 @@ from thread_updater.outcomes import (
 from thread_updater.portkey import CallLimits, PortkeyClient, create_pool
 from thread_updater.processing import UpdateProcessor, WorkerPool
 from thread_updater.ratelimit import UpstreamLimiter
+from thread_updater.secret_store import CredentialStore
 from thread_updater.settings import Settings, load_settings
 from thread_updater.state import StateTable
 

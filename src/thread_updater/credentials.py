@@ -1,4 +1,4 @@
-"""Portkey credentials: the secret's routing modes, mapped to request headers, and their cache.
+"""Portkey credentials: the secret's routing modes, mapped to request headers (cached by secret_store).
 
 Validation is hand-written rather than a pydantic model on purpose: pydantic's error text
 echoes the offending input, and here the input is a credential.
@@ -7,17 +7,12 @@ echoes the offending input, and here the input is a credential.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from thread_updater.aws import bounded_config
 from thread_updater.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 ROUTING_KEYS = ("virtual_key", "provider", "provider_auth", "config", "custom_host")
 
@@ -36,6 +31,8 @@ class PortkeyCredentials:
 
     mode: RoutingMode
     headers: Mapping[str, str] = field(repr=False)
+    # Every string in the secret and every header value: what redaction must remove from upstream text.
+    secret_values: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
 
 def _text(secret: Mapping[str, Any], key: str) -> str:
@@ -102,72 +99,33 @@ def credentials_from_secret(secret: object) -> PortkeyCredentials:
             headers["Authorization"] = f"Bearer {_text(secret, 'provider_auth')}"
         if mode is RoutingMode.CUSTOM_HOST:
             headers["x-portkey-custom-host"] = _text(secret, "custom_host")
-    return PortkeyCredentials(mode=mode, headers=headers)
+    values = (*_strings_in(secret), *headers.values())
+    return PortkeyCredentials(mode=mode, headers=headers, secret_values=tuple(dict.fromkeys(values)))
+
+
+def _strings_in(value: object) -> list[str]:
+    """Every string anywhere in a JSON value (a config object nests its provider keys)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _strings_in(item)]
+    if isinstance(value, list):
+        return [text for item in value for text in _strings_in(item)]
+    return []
 
 
 class CredentialSource(Protocol):
     """What the Portkey client needs of credentials: the current ones, and a refresh after a 401/403.
 
-    ``CredentialStore`` (Secrets Manager) is the one the function uses; the seam lets the client be
-    tested without AWS.
+    ``secret_store.CredentialStore`` (Secrets Manager) is the one the function uses; the seam lets the
+    client be tested without AWS. ``confirm`` and ``accepted`` tell a 403 for one update from refused
+    credentials (classification.py).
     """
 
-    def current(self) -> tuple[int, PortkeyCredentials]: ...
+    def current(self, deadline: float) -> tuple[int, PortkeyCredentials]: ...
 
-    def refresh(self, seen_generation: int) -> tuple[int, PortkeyCredentials]: ...
+    def refresh(self, seen_generation: int, deadline: float) -> tuple[int, PortkeyCredentials]: ...
 
+    def confirm(self, credentials: PortkeyCredentials) -> None: ...
 
-class CredentialStore:
-    """Credentials from Secrets Manager through Powertools' cache, refreshed at most once per version.
-
-    ``generation`` numbers what was handed out, so when several concurrent requests see a 401
-    for the same credentials only the first forces a new fetch (key rotation); the others reuse it.
-    """
-
-    def __init__(self, secret_id: str, max_age_s: int) -> None:
-        self._secret_id = secret_id
-        self._max_age_s = max_age_s
-        self._lock = threading.Lock()
-        self._provider: SecretsProvider | None = None
-        self._generation = 0
-        self._current: PortkeyCredentials | None = None
-
-    def _fetch(self, *, force: bool) -> PortkeyCredentials:
-        # Imported here: Powertools' parameters module pulls in boto3, which a cold start
-        # should only pay for once it really needs the secret.
-        from aws_lambda_powertools.utilities.parameters import SecretsProvider
-        from aws_lambda_powertools.utilities.parameters.exceptions import (
-            GetParameterError,
-            TransformParameterError,
-        )
-
-        if self._provider is None:
-            self._provider = SecretsProvider(boto_config=bounded_config())
-        try:
-            secret = self._provider.get(
-                self._secret_id, transform="json", max_age=self._max_age_s, force_fetch=force
-            )
-        except TransformParameterError:
-            raise ConfigurationError("Portkey secret: value is not valid JSON") from None
-        except GetParameterError as error:
-            raise ConfigurationError(
-                f"Portkey secret {self._secret_id!r} could not be read: {error}"
-            ) from None
-        return credentials_from_secret(secret)
-
-    def current(self) -> tuple[int, PortkeyCredentials]:
-        """The cached credentials (fetched again once the cache age is exceeded) and their generation."""
-        with self._lock:
-            credentials = self._fetch(force=False)
-            if credentials != self._current:
-                self._current = credentials
-                self._generation += 1
-            return self._generation, credentials
-
-    def refresh(self, seen_generation: int) -> tuple[int, PortkeyCredentials]:
-        """Fetch the secret again unless another request already did since ``seen_generation``."""
-        with self._lock:
-            if self._current is None or self._generation == seen_generation:
-                self._current = self._fetch(force=True)
-                self._generation += 1
-            return self._generation, self._current
+    def accepted(self, credentials: PortkeyCredentials) -> bool: ...

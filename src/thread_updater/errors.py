@@ -4,12 +4,17 @@ Every update ends in exactly one place. The tree below is the whole decision, to
 
     record / event
     ├── invalid (envelope, JSON, schema, version)  → dead letter, category "validation" (no HTTP call)
-    ├── ConfigurationError (environment, secret,   → not attempted: SQS records go back to the queue,
-    │   credentials refused after a refresh)          an EventBridge invocation fails; ConfigurationErrors
-    │                                                 metric and one ERROR line naming the problem
+    ├── ConfigurationError (environment, secret    → not attempted: SQS records go back to the queue,
+    │   unreadable or invalid, credentials refused    an EventBridge invocation fails; ConfigurationErrors
+    │   for every request after a refresh)            metric and one ERROR line naming the problem
+    │   └── AccountLimitError (402, 412)           → the same: account-level, the line says what to fix
+    ├── CredentialsUnavailable (no time left to    → handed back, not a configuration error
+    │   read the secret; secret_store.py)
     └── Modify Thread call (classification.py)
         ├── 2xx                                    → applied
-        ├── permanent 4xx                          → dead letter, category "rejected"
+        ├── permanent 4xx, a 403 for this thread   → dead letter, category "rejected"
+        │   only (others accepted the credentials)
+        ├── contention (409, an active run)        → retried with longer backoff, then handed back
         └── transient (429, 5xx, timeouts, …)      → retried inside the invocation, then handed back
                                                       (SQS batchItemFailures / EventBridge raises)
     DeadLetterError (the DLQ refused the letter)   → the record is handed back instead of lost
@@ -20,7 +25,7 @@ queue's ``maxReceiveCount`` is reached; an EventBridge event is retried by Lambd
 on-failure destination.
 """
 
-__all__ = ["ConfigurationError", "DeadLetterError", "StateUnavailableError"]
+__all__ = ["AccountLimitError", "ConfigurationError", "DeadLetterError", "StateUnavailableError"]
 
 
 class ConfigurationError(Exception):
@@ -30,6 +35,12 @@ class ConfigurationError(Exception):
     unfinished record goes back to the queue (SQS) or the invocation fails (EventBridge).
     Messages name the problem, never a secret value.
     """
+
+
+class AccountLimitError(ConfigurationError):
+    """Portkey or the provider refuses the account, not the update: 412 (Portkey budget or usage
+    limit exhausted) or 402 (the provider's billing). Temporary and fixed by an operator, so it is
+    handled like a configuration error: records go back to the queue, never to the DLQ."""
 
 
 class DeadLetterError(Exception):

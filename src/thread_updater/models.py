@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsRecordModel
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
-from thread_updater.validation import describe_validation_error
+from thread_updater.validation import clip, describe_validation_error
 
 THREAD_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 MODIFY_THREAD_DETAIL_TYPE = "ModifyThread"
@@ -40,8 +40,17 @@ class FileSearchResources(_Strict):
 
 
 class ToolResources(_Strict):
+    """Each tool may be left out but not set to null: the spec lets only ``tool_resources`` be null."""
+
     code_interpreter: CodeInterpreterResources | None = None
     file_search: FileSearchResources | None = None
+
+    @field_validator("code_interpreter", "file_search", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:  # only reached when the message sets the field: a default is not validated
+            raise ValueError("must be an object when present (only tool_resources itself may be null)")
+        return value
 
 
 class ThreadUpdate(_Strict):
@@ -104,7 +113,7 @@ def parse_update_document(document: object) -> ParsedUpdate:
             if event.detail_type != MODIFY_THREAD_DETAIL_TYPE:
                 raise InvalidUpdate(
                     f"EventBridge detail-type must be {MODIFY_THREAD_DETAIL_TYPE!r}, "
-                    f"got {event.detail_type!r}"
+                    f"got {clip(repr(event.detail_type), 80)}"
                 )
             return ParsedUpdate(update=event.detail, event_time_ms=epoch_ms(event.time))
         if not isinstance(document, dict):

@@ -165,10 +165,11 @@ class OrderedApplier:
         if not call.uncertain:
             return Settlement(applied=applied, cleared_doubts=settled)
         # Some attempt may still be written later: remember it, and hold the thread for the grace.
+        # A heal sent with an unknown outcome is in doubt too: its late write could overtake a newer one.
+        doubts = {name: sent_version for name, (sent_version, _) in sent.items()}
         return Settlement(
             applied=applied,
-            doubts=frozenset(plan.send),
-            doubt_version=version,
+            doubts=doubts,
             heal_at_ms=now + self._heal_delay_ms,
             cleared_doubts=settled,
             hold_until_ms=now + self._grace_ms,

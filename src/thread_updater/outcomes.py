@@ -98,10 +98,21 @@ def report_configuration_error(error: ConfigurationError, consequence: str) -> N
 LATENCY_SAMPLES = 99
 
 
+_cold_start = True
+
+
 def start_metrics(source: Source) -> None:
-    """Every metric of this invocation, ConfigurationErrors included, carries the source dimension the
-    alarms and the dashboard select on; so it is set before anything can be counted."""
+    """Every metric of this invocation, ConfigurationErrors and ColdStart included, carries the source
+    dimension the alarms and the dashboard select on; so it is set before anything can be counted.
+
+    ColdStart is counted here rather than by Powertools' ``capture_cold_start_metric``, which emits it
+    before the handler runs, with the function name as its only dimension and no ``source``.
+    """
+    global _cold_start  # noqa: PLW0603 - once per container, like the interpreter it describes
     metrics.add_dimension(name="source", value=source)
+    if _cold_start:
+        _cold_start = False
+        metrics.add_metric(name="ColdStart", unit="Count", value=1)
 
 
 def record_metrics(outcomes: Sequence[Outcome]) -> None:
@@ -121,7 +132,13 @@ def record_metrics(outcomes: Sequence[Outcome]) -> None:
     metrics.add_metric(name="UpdatesDeadLettered", unit="Count", value=counts[Result.DEAD_LETTERED])
     metrics.add_metric(name="UpdatesRetried", unit="Count", value=counts[Result.RETRY])
     metrics.add_metric(name="HttpAttempts", unit="Count", value=sum(outcome.attempts for outcome in outcomes))
-    not_found = sum(1 for o in outcomes if o.category is Category.REJECTED and o.status == 404)
+    # Only dead-lettered 404s: a 404 handed back (the DLQ refused the letter) is counted when it is settled,
+    # not again at every redelivery.
+    not_found = sum(
+        1
+        for o in outcomes
+        if o.result is Result.DEAD_LETTERED and o.category is Category.REJECTED and o.status == 404
+    )
     metrics.add_metric(name="UpdatesRejectedNotFound", unit="Count", value=not_found)
     waits = sum(outcome.retry_after_waits for outcome in outcomes)
     metrics.add_metric(name="RetryAfterWaits", unit="Count", value=waits)

@@ -7,6 +7,7 @@ and the ``Retry-After`` parsing (seconds or HTTP date, clamped at zero for skewe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -22,14 +23,18 @@ from urllib3.util.retry import Retry
 
 from thread_updater.classification import Verdict, classify_status, is_uncertain
 from thread_updater.credentials import CredentialSource, PortkeyCredentials
-from thread_updater.errors import ConfigurationError
+from thread_updater.errors import AccountLimitError, ConfigurationError
+from thread_updater.observability import logger
 from thread_updater.ratelimit import UpstreamLimiter, is_rate_limited
+from thread_updater.redaction import redact
+from thread_updater.secret_store import CredentialsUnavailable
 
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 5.0
+# A busy thread (409, an active run) frees up in seconds, not milliseconds: back off longer.
+CONTENTION_BACKOFF_BASE_S = 1.0
 # Stop retrying when less than this is left before the deadline: a request needs time to answer.
 MIN_ATTEMPT_WINDOW_S = 0.5
-ERROR_TEXT_LIMIT = 300
 _TRACE_ID_SAFE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _RETRY_AFTER = Retry(total=0)  # only used for its Retry-After parser
 
@@ -83,7 +88,7 @@ class _Answer:
 class _CallProgress:
     """One ``modify_thread`` call so far: what its attempts saw, for the outcome it ends with."""
 
-    attempts: int = 0
+    attempts: int = 0  # every HTTP request, the retry after a key refresh included
     rate_limited: int = 0  # attempts refused with a Retry-After that fitted: bounded by time, not counted
     refreshed: bool = False
     retry_after_waits: int = 0
@@ -93,6 +98,12 @@ class _CallProgress:
     last_error: str = "no attempt made"
     uncertain: bool = False
     retry_after_s: float | None = None
+
+    @property
+    def budget_used(self) -> int:
+        """Attempts counted against ``MAX_ATTEMPTS``: neither the request refused before a key refresh
+        nor those refused with a ``Retry-After`` that fitted the time left (bounded by time instead)."""
+        return self.attempts - int(self.refreshed) - self.rate_limited
 
     def record(
         self, *, latency_ms: float, status: int | None, trace_id: str | None, error: str, uncertain: bool
@@ -126,16 +137,45 @@ def retry_after_seconds(header: str | None) -> float | None:
 
 
 def error_message(data: bytes) -> str:
-    """Portkey/OpenAI error bodies are ``{"error": {"message": ...}}``; fall back to the raw text."""
+    """Portkey/OpenAI error bodies are ``{"error": {"message": ...}}``; fall back to the raw text.
+
+    Untrusted and unclipped: pass it through ``redaction.redact`` before it goes anywhere.
+    """
     try:
         document: Any = json.loads(data)
     except ValueError:
-        return data.decode("utf-8", "replace")[:ERROR_TEXT_LIMIT] or "(empty body)"
+        return data.decode("utf-8", "replace") or "(empty body)"
     error = document.get("error") if isinstance(document, dict) else None
     message = error.get("message") if isinstance(error, dict) else error
     if isinstance(message, str) and message:
-        return message[:ERROR_TEXT_LIMIT]
-    return json.dumps(document)[:ERROR_TEXT_LIMIT]
+        return message
+    return json.dumps(document)
+
+
+def sent_trace_id(message_id: str) -> str:
+    """The ``x-portkey-trace-id`` for a message: its id, or an id derived from it when the id has
+    characters (or a length) a header value should not carry; the derived id is logged."""
+    if _TRACE_ID_SAFE.fullmatch(message_id):
+        return message_id
+    derived = f"derived-{hashlib.sha256(message_id.encode('utf-8', 'surrogatepass')).hexdigest()[:32]}"
+    logger.info(
+        "message id cannot be a trace id as is; sending a derived x-portkey-trace-id",
+        extra={"message_id": message_id[:200], "portkey_trace_id": derived},
+    )
+    return derived
+
+
+def account_problem(status: int | None, error: str) -> str:
+    """What an operator must fix for a 402/412 (classification.py: ACCOUNT)."""
+    if status == 402:
+        return (
+            "the provider answered HTTP 402 (payment required): add credit or fix the billing of the "
+            f"provider account behind the Portkey credentials; updates are retried once it is fixed ({error})"
+        )
+    return (
+        f"Portkey answered HTTP {status} (budget or usage limit exhausted): raise or reset the limit of the "
+        f"Portkey workspace, API key or virtual key; updates are retried once it is lifted ({error})"
+    )
 
 
 def create_pool(max_concurrency: int, connect_timeout_s: float, read_timeout_s: float) -> urllib3.PoolManager:
@@ -230,38 +270,48 @@ class PortkeyClient:
         ``deadline`` is a ``time.monotonic()`` value; no request starts and no backoff sleeps past it.
         A 429/503 whose ``Retry-After`` fits the time left is waited out (at the container's gate) and
         does not use up an attempt: rate-limit waits are bounded by the deadline, not by MAX_ATTEMPTS.
-        Raises ConfigurationError when Portkey still refuses the credentials after one refresh.
+        Raises ConfigurationError when Portkey still refuses the credentials after one refresh, and
+        AccountLimitError for an account-level answer (402, 412).
         """
         url = self.thread_url(thread_id)
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()  # always encodable
-        generation, credentials = self._credentials.current()
         call = _CallProgress()
-        while call.attempts - call.rate_limited < self._max_attempts:
+        try:
+            generation, credentials = self._credentials.current(deadline)
+        except CredentialsUnavailable as error:
+            return call.outcome(CallResult.TRANSIENT, str(error))
+        trace_header = sent_trace_id(trace_id)
+        while call.budget_used < self._max_attempts:
             # Waits for the container's gate and pace; False when that (or the deadline) leaves no time.
             if not self._limiter.acquire(deadline - MIN_ATTEMPT_WINDOW_S):
                 return call.outcome(CallResult.TRANSIENT, f"out of time: {call.last_error}")
             call.attempts += 1
-            answer = self._attempt(url, payload, self._headers(credentials, trace_id), call, deadline)
-            verdict = classify_status(answer.status) if answer else Verdict.TRANSIENT
+            headers = self._headers(credentials, trace_header)
+            answer = self._attempt(url, payload, headers, call, credentials.secret_values, deadline)
+            verdict = classify_status(answer.status, call.last_error) if answer else Verdict.TRANSIENT
             if verdict is Verdict.APPLIED:
+                self._credentials.confirm(credentials)
                 return call.outcome(CallResult.APPLIED)
+            if verdict is Verdict.FORBIDDEN and self._credentials.accepted(credentials):
+                return call.outcome(
+                    CallResult.REJECTED, f"{call.last_error} (forbidden for this update only)"
+                )
             if verdict is Verdict.REJECTED:
                 return call.outcome(CallResult.REJECTED, call.last_error)
-            if verdict is Verdict.AUTH:
-                if call.refreshed:
-                    raise ConfigurationError(
-                        f"Portkey refused the credentials (HTTP {call.status}) after refreshing the secret: "
-                        f"{call.last_error}"
-                    )
-                generation, credentials = self._credentials.refresh(generation)
-                call.refreshed = True
-                call.attempts -= 1  # the rotation retry does not use up the update's attempts
+            if verdict is Verdict.ACCOUNT:
+                raise AccountLimitError(account_problem(call.status, call.last_error))
+            if verdict in (Verdict.AUTH, Verdict.FORBIDDEN):
+                try:
+                    generation, credentials = self._refresh(generation, call, deadline)
+                except CredentialsUnavailable as error:
+                    return call.outcome(CallResult.TRANSIENT, f"{call.last_error}; {error}")
                 continue
             call.retry_after_s = retry_after_seconds(answer.retry_after) if answer else None
             gated = answer is not None and answer.asks_for_a_pause
-            if call.attempts - call.rate_limited >= self._max_attempts and not gated:
+            if call.budget_used >= self._max_attempts and not gated:
                 break
-            wait, asked = self._wait_before_retry(call.attempts, call.retry_after_s)
+            backoff_base = CONTENTION_BACKOFF_BASE_S if verdict is Verdict.CONTENTION else BACKOFF_BASE_S
+            wait, asked = self._wait_before_retry(call.budget_used, call.retry_after_s, backoff_base)
             if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
                 return call.outcome(
                     CallResult.TRANSIENT,
@@ -274,17 +324,38 @@ class PortkeyClient:
             time.sleep(wait)
         return call.outcome(CallResult.TRANSIENT, call.last_error)
 
+    def _refresh(
+        self, generation: int, call: _CallProgress, deadline: float
+    ) -> tuple[int, PortkeyCredentials]:
+        """Credentials refused (401, or a 403 no request has shown to be thread-specific): read the
+        secret again once; refused again after that is a configuration error."""
+        if call.refreshed:
+            raise ConfigurationError(
+                f"Portkey refused the credentials (HTTP {call.status}) after refreshing the secret: "
+                f"{call.last_error}"
+            )
+        call.refreshed = True
+        return self._credentials.refresh(generation, deadline)
+
     @staticmethod
     def _headers(credentials: PortkeyCredentials, trace_id: str) -> dict[str, str]:
-        headers = {**credentials.headers, "Content-Type": "application/json", "OpenAI-Beta": "assistants=v2"}
-        if _TRACE_ID_SAFE.fullmatch(trace_id):
-            headers["x-portkey-trace-id"] = trace_id
-        return headers
+        return {
+            **credentials.headers,
+            "Content-Type": "application/json",
+            "OpenAI-Beta": "assistants=v2",
+            "x-portkey-trace-id": trace_id,
+        }
 
-    def _attempt(
-        self, url: str, payload: bytes, headers: dict[str, str], call: _CallProgress, deadline: float
+    def _attempt(  # noqa: PLR0913 - one attempt needs all of these; grouping them would only hide that
+        self,
+        url: str,
+        payload: bytes,
+        headers: dict[str, str],
+        call: _CallProgress,
+        secret_values: tuple[str, ...],
+        deadline: float,
     ) -> _Answer | None:
-        """One HTTP attempt, recorded on ``call``; None when no answer arrived."""
+        """One HTTP attempt, recorded on ``call`` with redacted text; None when no answer arrived."""
         sent_at = time.monotonic()
         try:
             answer = self._post(url, payload, headers, deadline)
@@ -294,7 +365,7 @@ class PortkeyClient:
                 latency_ms=round((time.monotonic() - sent_at) * 1000, 1),
                 status=None,
                 trace_id=None,
-                error=f"{type(error).__name__}: {str(error)[:ERROR_TEXT_LIMIT]}",
+                error=redact(f"{type(error).__name__}: {error}", secret_values),
                 uncertain=is_uncertain(error=error),
             )
             return None
@@ -303,15 +374,17 @@ class PortkeyClient:
             latency_ms=round((time.monotonic() - sent_at) * 1000, 1),
             status=answer.status,
             trace_id=answer.trace_id,
-            error=f"HTTP {answer.status}: {error_message(answer.data)}",
+            error=redact(f"HTTP {answer.status}: {error_message(answer.data)}", secret_values),
             uncertain=is_uncertain(status=answer.status),
         )
         return answer
 
     @staticmethod
-    def _wait_before_retry(attempts: int, retry_after_s: float | None) -> tuple[float, int]:
+    def _wait_before_retry(
+        attempts: int, retry_after_s: float | None, backoff_base_s: float = BACKOFF_BASE_S
+    ) -> tuple[float, int]:
         """Seconds to wait, and 1 if the server asked for them (Retry-After); else jittered backoff."""
         if retry_after_s is not None:
             return retry_after_s, 1
-        ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempts - 1))
+        ceiling = min(BACKOFF_CAP_S, backoff_base_s * 2 ** (attempts - 1))
         return random.uniform(0, ceiling), 0  # noqa: S311 - jitter, not cryptography

@@ -79,15 +79,15 @@ class Lease:
 class Settlement:
     """What one claim did, to record when it ends.
 
-    ``applied``: field → (version, value) Portkey confirmed; ``doubts``: fields sent with
-    ``doubt_version`` whose outcome is unknown, to heal after ``heal_at_ms``; ``cleared_doubts``:
-    fields whose doubt is settled; ``hold_until_ms``: keep the lease until then instead of releasing
-    it (a late write may still land: nothing else may be sent for the thread before).
+    ``applied``: field → (version, value) Portkey confirmed; ``doubts``: field → the version sent
+    whose outcome is unknown (the update's own, or a heal's), to heal after ``heal_at_ms``;
+    ``cleared_doubts``: fields whose doubt is settled; ``hold_until_ms``: keep the lease until then
+    instead of releasing it (a late write may still land: nothing else may be sent for the thread
+    before).
     """
 
     applied: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
-    doubts: frozenset[str] = frozenset()
-    doubt_version: int | None = None
+    doubts: Mapping[str, int] = field(default_factory=dict)
     heal_at_ms: int | None = None
     cleared_doubts: frozenset[str] = frozenset()
     hold_until_ms: int | None = None
@@ -148,11 +148,11 @@ class StateTable:
             sets += [f"{name}_version = :{name}_v", f"{name}_value = :{name}_j"]
             values[f":{name}_v"] = {"N": str(version)}
             values[f":{name}_j"] = {"S": json.dumps(value, separators=(",", ":"), ensure_ascii=False)}
-        for name in settlement.doubts:
-            sets += [f"{name}_doubt = :doubt", f"{name}_heal_at = :heal_at"]
-            values[":doubt"] = {"N": str(settlement.doubt_version)}
+        for name, doubt in settlement.doubts.items():
+            sets += [f"{name}_doubt = :{name}_d", f"{name}_heal_at = :heal_at"]
+            values[f":{name}_d"] = {"N": str(doubt)}
             values[":heal_at"] = {"N": str(settlement.heal_at_ms)}
-        for name in settlement.cleared_doubts - settlement.doubts:
+        for name in settlement.cleared_doubts - settlement.doubts.keys():
             removes += [f"{name}_doubt", f"{name}_heal_at"]
         if settlement.hold_until_ms is None:
             removes += ["lease_token", "lease_until"]

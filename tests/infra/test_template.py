@@ -354,7 +354,11 @@ def test_eventbridge_delivery_dlq_is_declared_with_a_policy_for_the_rule_only(
     queue policy of its own."""
     queue = resources["EventBridgeDeliveryDeadLetterQueue"]
     assert queue["Type"] == "AWS::SQS::Queue"
-    assert queue["Properties"] == {"MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True}
+    assert queue["Properties"] == {
+        "MessageRetentionPeriod": 1209600,
+        "MaximumMessageSize": 1048576,
+        "SqsManagedSseEnabled": True,
+    }
     policy = resources["EventBridgeDeliveryDeadLetterQueuePolicy"]
     assert policy["Type"] == "AWS::SQS::QueuePolicy"
     assert policy["Properties"]["Queues"] == [{"Ref": "EventBridgeDeliveryDeadLetterQueue"}]
@@ -420,7 +424,7 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         "PortkeySecretArn": {},
         "PortkeyBaseUrl": {"Default": "https://api.portkey.ai/v1"},
         "MaxAttempts": {"Default": 3, "MinValue": 1, "MaxValue": 10},
-        "MaxConcurrency": {"Default": 16, "MinValue": 1, "MaxValue": 64},
+        "MaxConcurrency": {"Default": 16, "MinValue": 1, "MaxValue": 256},
         "PortkeyMaxRps": {"Default": 0, "MinValue": 0, "MaxValue": 10000},
         "MaxReceiveCount": {"Default": 32},
         "BatchSize": {"Default": 10, "MinValue": 1, "MaxValue": 10000},
@@ -611,6 +615,23 @@ def _substitute(body: str, template: dict[str, Any], resource_ids: set[str]) -> 
     return SUB_REFERENCE.sub(value, body), seen
 
 
+def _dashboard(
+    template: dict[str, Any], resource_ids: set[str], *, fifo: bool
+) -> tuple[dict[str, Any], set[str]]:
+    """The dashboard body as deployed in one queue mode: the !Sub variables resolved by IsFifo."""
+    body_template, variables = template["Resources"]["OperationsDashboard"]["Properties"]["DashboardBody"][
+        "Fn::Sub"
+    ]
+    for name, choice in variables.items():
+        condition, when_fifo, when_standard = choice["Fn::If"]
+        assert condition == "IsFifo"
+        chosen = when_fifo if fifo else when_standard
+        text = chosen["Fn::Sub"] if isinstance(chosen, dict) else chosen
+        body_template = body_template.replace(f"${{{name}}}", text)
+    body_text, references = _substitute(body_template, template, resource_ids)
+    return json.loads(body_text), references
+
+
 def _widget_metrics(widget: dict[str, Any]) -> list[tuple[str, str, dict[str, str], dict[str, Any]]]:
     """(namespace, metric, dimensions, options) of each metric line of a widget (not expressions)."""
     result = []
@@ -633,9 +654,7 @@ def test_dashboard_body_is_valid_json_with_the_operating_views(
     depth and oldest age, the DLQ depth, function errors/throttles/duration and the alarms."""
     dashboard = resources["OperationsDashboard"]
     assert dashboard["Type"] == "AWS::CloudWatch::Dashboard"
-    body_template = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
-    body_text, references = _substitute(body_template, template, set(translated["Resources"]))
-    body = json.loads(body_text)
+    body, references = _dashboard(template, set(translated["Resources"]), fifo=False)
 
     for widget in body["widgets"]:
         assert widget["x"] + widget["width"] <= 24
@@ -808,3 +827,46 @@ def test_state_table_is_on_demand_encrypted_recoverable_and_expires(
     assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
     dlq_retention_days = resources["DeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] / 86400
     assert template["Parameters"]["ThreadStateTtlDays"]["MinValue"] > dlq_retention_days
+
+
+def test_fifo_dashboard_shows_the_async_dead_letter_queue_alarm_and_depth(
+    template: dict[str, Any], resources: dict[str, Any], translated: dict[str, Any]
+) -> None:
+    """Given FIFO mode (AsyncDeadLetterQueue and its alarm exist), then the alarm widget lists every
+    alarm of the stack, the FIFO-only one included, and the DLQ widget shows that queue's depth."""
+    body, _ = _dashboard(template, set(translated["Resources"]), fifo=True)
+
+    (alarm_widget,) = [w for w in body["widgets"] if w["type"] == "alarm"]
+    assert set(alarm_widget["properties"]["alarms"]) == {f"resolved-{n}-Arn" for n in _alarms(resources)}
+    assert "resolved-AsyncDeadLetterQueueMessagesAlarm-Arn" in alarm_widget["properties"]["alarms"]
+    lines = [m for widget in body["widgets"] if widget["type"] == "metric" for m in _widget_metrics(widget)]
+    depths = {
+        dims.get("QueueName")
+        for ns, metric, dims, _ in lines
+        if metric == "ApproximateNumberOfMessagesVisible"
+    }
+    assert "resolved-AsyncDeadLetterQueue-QueueName" in depths
+
+
+def test_max_concurrency_bounds_agree_with_the_function(template: dict[str, Any]) -> None:
+    """Given the MaxConcurrency parameter, then it allows exactly what the function accepts."""
+    from thread_updater.settings import Settings
+
+    metadata = Settings.model_fields["max_concurrency"].metadata
+    lowest = next(item.ge for item in metadata if hasattr(item, "ge"))
+    highest = next(item.le for item in metadata if hasattr(item, "le"))
+    parameter = template["Parameters"]["MaxConcurrency"]
+    assert (parameter["MinValue"], parameter["MaxValue"]) == (lowest, highest)
+
+
+def test_every_queue_sets_its_maximum_message_size_and_a_letter_for_the_largest_body_fits(
+    resources: dict[str, Any],
+) -> None:
+    """Given the queues, then each sets MaximumMessageSize explicitly (the default changed over time),
+    and the DLQ holds a letter for the largest source message: the body escaped as ASCII JSON (at
+    most 3x: a 2-byte UTF-8 character becomes a 6-byte \\uXXXX escape) plus an envelope of 64 KiB."""
+    queues = {name: r["Properties"] for name, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
+    assert all("MaximumMessageSize" in properties for properties in queues.values()), queues
+    source = queues["SourceQueue"]["MaximumMessageSize"]
+    assert source == 256 * 1024
+    assert queues["DeadLetterQueue"]["MaximumMessageSize"] >= 3 * source + 64 * 1024

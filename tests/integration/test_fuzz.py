@@ -27,9 +27,10 @@ from hypothesis import strategies as st
 
 from devstack.lambda_events import eventbridge_event, sqs_record
 from devstack.portkey_standin import PortkeyStandIn
-from tests.conftest import AwsResources, Invoker
+from tests.conftest import AwsResources, FunctionLogs, Invoker
 from thread_updater.jobs import eventbridge_job, sqs_job
 from thread_updater.models import TOO_DEEPLY_NESTED, InvalidUpdate, parse_sqs_body
+from thread_updater.portkey import sent_trace_id
 
 settings.register_profile(
     "ci",
@@ -91,8 +92,8 @@ def _tool_resources_ok(tool_resources: Any) -> bool:
     if type(tool_resources) is not dict or not set(tool_resources) <= set(_LISTS):
         return False
     for tool, section in tool_resources.items():
-        if section is None:
-            continue
+        if section is None:  # the spec lets only tool_resources itself be null
+            return False
         name, limit = _LISTS[tool]
         if type(section) is not dict or not set(section) <= {name}:
             return False
@@ -234,10 +235,12 @@ VALID_UPDATES = st.fixed_dictionaries(
         | st.fixed_dictionaries(
             {},
             optional={
-                "code_interpreter": st.none()
-                | st.fixed_dictionaries({}, optional={"file_ids": st.lists(st.text(), max_size=20)}),
-                "file_search": st.none()
-                | st.fixed_dictionaries({}, optional={"vector_store_ids": st.lists(st.text(), max_size=1)}),
+                "code_interpreter": st.fixed_dictionaries(
+                    {}, optional={"file_ids": st.lists(st.text(), max_size=20)}
+                ),
+                "file_search": st.fixed_dictionaries(
+                    {}, optional={"vector_store_ids": st.lists(st.text(), max_size=1)}
+                ),
             },
         ),
     },
@@ -634,21 +637,26 @@ def test_a_batch_of_only_records_without_message_id_is_dead_lettered_without_fai
     )
 
 
-def test_a_message_id_with_a_line_break_is_not_sent_as_a_header_and_the_update_is_applied(
-    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources
+def test_a_message_id_that_cannot_be_a_header_is_sent_as_a_derived_trace_id_and_logged(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, logs: FunctionLogs
 ) -> None:
-    """Found by fuzzing; fails until portkey._TRACE_ID_SAFE is matched with fullmatch (``$`` also
-    matches before a final newline, so http.client refuses the header and the update is retried)."""
-    # Given a record whose messageId ends with a line break (the trace-id check must refuse it)
+    """Found by fuzzing: ``$`` also matches before a final newline, so http.client refused the header
+    and the update was retried forever (fixed with fullmatch); since then such a message went without
+    a trace id, silently. Fails until portkey.sent_trace_id derives one and logs it."""
+    # Given a record whose messageId ends with a line break (not a valid header value)
     record = sqs_record(json.dumps({"thread_id": "t1"}), message_id="id-1\n")
 
     # When the handler processes it
     response = invoke({"Records": [record]})
 
-    # Then the update is applied without a trace-id header rather than retried forever
+    # Then the update is applied with a trace id derived from the message id, and the log says which
     assert response == {"batchItemFailures": []}
     [request] = portkey.requests
-    assert "x-portkey-trace-id" not in request.headers
+    derived = request.headers["x-portkey-trace-id"]
+    assert derived.startswith("derived-")
+    [line] = [line for line in logs.lines() if "derived x-portkey-trace-id" in line["message"]]
+    assert (line["message_id"], line["portkey_trace_id"]) == ("id-1\n", derived)
+    assert derived == sent_trace_id("id-1\n")  # stable: redeliveries share one trace id
     assert aws.dead_letters() == []
 
 

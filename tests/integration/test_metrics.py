@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devstack.lambda_events import sqs_event
 from devstack.portkey_standin import PortkeyStandIn, Reply
-from tests.conftest import Invoker
+from tests.conftest import AwsResources, Invoker
 
 
 def emf_documents(stdout: str) -> list[dict[str, Any]]:
@@ -84,3 +88,58 @@ def test_a_large_batch_flushes_one_document_with_sampled_latency(
     assert values["UpdatesApplied"] == [250.0]
     assert 1 <= len(values["PortkeyLatency"]) <= 99
     assert "No application metrics" not in captured.err
+
+
+COLD_CONTAINER = """
+from devstack.lambda_events import LocalContext, sqs_event
+from handler import lambda_handler
+
+for _ in range(2):
+    lambda_handler(sqs_event(["not json"]), LocalContext(timeout_s=30))
+"""
+
+
+def test_cold_start_is_counted_once_per_container_with_the_source_dimension(
+    function_env: dict[str, str],
+) -> None:
+    # Given a fresh container (its own interpreter) that handles two SQS invocations
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", COLD_CONTAINER],
+        env={**os.environ, "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    # Then ColdStart is counted once, in the first invocation's document, with service and source
+    documents = emf_documents(result.stdout)
+    cold = [document for document in documents if "ColdStart" in document]
+    assert len(documents) == 2
+    assert cold == [documents[0]]
+    assert cold[0]["ColdStart"] in (1, [1.0], 1.0)
+    [dimensions] = cold[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+    assert sorted(dimensions) == ["service", "source"]
+    assert cold[0]["source"] == "sqs"
+
+
+def test_a_404_counts_as_rejected_not_found_only_once_it_is_dead_lettered(
+    invoke: Invoker, aws: AwsResources, portkey: PortkeyStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a thread that is gone upstream, and a DLQ that is gone too
+    portkey.always("thread_gone", Reply(status=404))
+    aws.sqs.delete_queue(QueueUrl=aws.dlq_url)
+    event = sqs_event([{"thread_id": "thread_gone"}])
+    capsys.readouterr()
+
+    # When the update is delivered twice (handed back the first time, as the letter could not be written)
+    first = invoke(event)
+    aws.sqs.create_queue(QueueName=aws.dlq_url.rsplit("/", 1)[-1])
+    second = invoke(event)
+
+    # Then the 404 alarm's metric counts it once: for the delivery that dead-lettered it
+    assert len(first["batchItemFailures"]) == 1
+    assert second == {"batchItemFailures": []}
+    values = totals([document for document in emf_documents(capsys.readouterr().out) if "source" in document])
+    assert values["UpdatesRejectedNotFound"] == [0.0, 1.0]

@@ -397,6 +397,43 @@ def test_an_update_applied_on_a_retry_still_returns_to_heal_a_late_first_attempt
 
 
 @pytest.mark.usefixtures("state_table")
+def test_a_heal_whose_first_attempt_is_in_doubt_is_healed_again(
+    invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs
+) -> None:
+    # Given version 2 timed out (never written), version 3 was applied, and version 2's return heals
+    # the thread with version 3's value: that heal's first attempt times out while the upstream still
+    # holds it, its retry is applied
+    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=1)
+    never, heal_held = threading.Event(), threading.Event()
+    portkey.script(THREAD, Reply(hold=never, apply=False), Reply(), Reply(hold=heal_held), Reply())
+    late = batch(update(2, metadata={"v": "2"}))
+    try:
+        invoke(late)
+        never.set()
+        doubt_at = time.monotonic()
+        invoke(batch(update(3, metadata={"v": "3"})))
+        time.sleep(max(0.0, doubt_at + 1.05 - time.monotonic()))  # the heal delay under test
+        monkeypatch.setenv("MAX_ATTEMPTS", "2")
+        invoke(late)
+        heal_in_doubt_at = time.monotonic()
+
+        # And version 4 is applied while the heal's first attempt is still held
+        invoke(batch(update(4, metadata={"v": "4"})))
+        assert stored_metadata(portkey) == {"v": "4"}
+    finally:
+        never.set()
+        # When that held heal attempt is finally written (version 3's value, over version 4)
+        heal_held.set()
+    assert portkey.wait_for(lambda: portkey.in_flight == 0 and stored_metadata(portkey) == {"v": "3"})
+
+    # Then the heal was in doubt too: once its heal time has come, the newest state is sent again
+    time.sleep(max(0.0, heal_in_doubt_at + 1.05 - time.monotonic()))
+    assert invoke(late) == {"batchItemFailures": []}
+    assert stored_metadata(portkey) == {"v": "4"}
+    assert outcome_lines(logs)[-1]["healed"] == ["metadata"]
+
+
+@pytest.mark.usefixtures("state_table")
 def test_an_eventbridge_retry_heals_a_late_write_once_its_heal_time_has_come(
     invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -100,7 +100,7 @@ def test_invalid_messages_are_dead_lettered_with_reason_and_payload_without_http
         assert letter["_attributes"]["category"] == "validation"
 
 
-@pytest.mark.parametrize("status", [400, 404, 409, 410, 422])
+@pytest.mark.parametrize("status", [400, 404, 410, 422])
 def test_permanent_4xx_is_dead_lettered_as_rejected_with_portkeys_message(
     status: int, invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources
 ) -> None:
@@ -368,7 +368,9 @@ def test_eventbridge_event_with_a_lone_surrogate_is_dead_lettered_not_crashed(
 
 
 def test_an_answer_trickling_past_the_deadline_is_cut_off(invoke: Invoker, portkey: PortkeyStandIn) -> None:
-    # Given Portkey sends its headers at once but the body one byte every half second, for ever
+    # Given a warm container (the secret is cached: reading it needs more time than this test leaves)
+    assert invoke(sqs_event([{"thread_id": "thread_warm"}])) == {"batchItemFailures": []}
+    # and Portkey sends its headers at once but the body one byte every half second, for ever
     portkey.always("thread_drip", Reply(drip=0.5))
     event = sqs_event([{"thread_id": "thread_drip"}])
 
@@ -378,7 +380,8 @@ def test_an_answer_trickling_past_the_deadline_is_cut_off(invoke: Invoker, portk
     # Then the attempt is abandoned at the deadline and the update handed back (the per-read timeout
     # alone would have waited for the whole body), without another attempt past the deadline
     assert failed_ids(response) == {event["Records"][0]["messageId"]}
-    assert portkey.arrived == 1
+    assert len(portkey.requests_for("thread_drip")) <= 1
+    assert portkey.arrived == 2
 
 
 def test_an_absurd_retry_after_date_falls_back_to_backoff(invoke: Invoker, portkey: PortkeyStandIn) -> None:

@@ -42,10 +42,10 @@ from tests.conftest import (
     Invoker,
     failed_ids,
 )
-from thread_updater.credentials import CredentialStore
 from thread_updater.errors import ConfigurationError
 from thread_updater.models import InvalidUpdate, parse_sqs_body
 from thread_updater.portkey import CallLimits, PortkeyClient, create_pool
+from thread_updater.secret_store import CredentialStore
 from thread_updater.settings import load_settings
 from tools.validate_template import load_sam_template, translate
 
@@ -720,12 +720,23 @@ def test_no_credential_reaches_any_output_with_every_logger_at_debug(
 
     portkey.always("t-404", Reply(status=404))
     portkey.always("t-503", Reply(status=503, headers={"Retry-After": "0"}))
+    # and upstreams that echo the request's headers (credentials included) in their error text: a
+    # rejected update (dead letter), a transient one (log, EventBridge exception), an account-level
+    # answer and refused credentials (configuration errors)
+    portkey.always("t-echo-400", Reply(status=400, echo_headers=True))
+    portkey.always("t-echo-503", Reply(status=503, echo_headers=True, headers={"Retry-After": "0"}))
+    portkey.always("t-echo-412", Reply(status=412, echo_headers=True))
+    portkey.always("t-echo-401", Reply(status=401, echo_headers=True))
     # When every routing mode applies, rejects, retries and dead-letters updates (SQS and EventBridge)
     for secret in SECRETS_IN_PLAY:
         aws.put_secret(secret)
         run(sqs_event([{"thread_id": "t-ok"}, {"thread_id": "t-404"}, {"thread_id": "t-503"}, "not json"]))
         run(eventbridge_event({"thread_id": "t-503"}))
         run(eventbridge_event({"thread_id": "bad id"}))
+        run(sqs_event([{"thread_id": "t-echo-400"}, {"thread_id": "t-echo-503"}]))
+        run(eventbridge_event({"thread_id": "t-echo-503"}))
+        run(sqs_event([{"thread_id": "t-echo-412"}]))
+        run(eventbridge_event({"thread_id": "t-echo-401"}))
     # and the key is rotated in a warm container that cached the old one (401, refresh, retry)
     monkeypatch.setenv("POWERTOOLS_PARAMETERS_MAX_AGE", "300")
     aws.put_secret({"api_key": API_KEY, "virtual_key": VIRTUAL_KEY})
@@ -765,6 +776,9 @@ def test_no_credential_reaches_any_output_with_every_logger_at_debug(
         "mix or do not form a routing mode",
         "not valid JSON",
         '"_aws"',
+        "Request headers",
+        "budget or usage limit exhausted",
+        "[REDACTED]",
     ):
         assert expected in everything, expected
     assert any(record.name.startswith("botocore") for record in caplog.records)

@@ -414,6 +414,20 @@ def test_latency_delays_normal_answers(standin: PortkeyStandIn) -> None:
         post(standin, "thread_1", {}, timeout=0.2)
 
 
+def test_an_echoing_reply_puts_the_request_headers_in_its_error_message(standin: PortkeyStandIn) -> None:
+    # Given a reply that echoes the request's headers, as some custom hosts and providers do
+    standin.always("thread_1", Reply(status=401, echo_headers=True))
+
+    # When a request carrying credentials arrives
+    answer = post(standin, "thread_1", {}, headers={**HEADERS, "x-portkey-api-key": "pk-echo-me"})
+
+    # Then the error message repeats them (what the function must redact before using the text)
+    assert answer.status == 401
+    message = answer.json["error"]["message"]
+    assert message.startswith("Incorrect API key provided. Request headers: ")
+    assert '"x-portkey-api-key": "pk-echo-me"' in message
+
+
 def test_thread_queue_is_used_before_the_any_thread_queue(standin: PortkeyStandIn) -> None:
     # Given a queue for any thread and one for thread_1
     standin.script(None, Reply(status=500), Reply(status=502))

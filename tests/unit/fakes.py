@@ -55,14 +55,22 @@ class FakePool:
 
 @dataclass
 class FixedCredentials:
-    """A credential source that never changes; ``refreshes`` counts the client's refresh requests."""
+    """A credential source that never changes; ``refreshes`` counts the client's refresh requests,
+    ``accepted_once`` says whether Portkey accepted them for some request (a 2xx)."""
 
     headers: Mapping[str, str] = field(default_factory=lambda: {"x-portkey-api-key": "unit-test-key"})
     refreshes: int = 0
+    accepted_once: bool = False
 
-    def current(self) -> tuple[int, PortkeyCredentials]:
+    def current(self, deadline: float = 0.0) -> tuple[int, PortkeyCredentials]:
         return 1, PortkeyCredentials(mode=RoutingMode.VIRTUAL_KEY, headers=self.headers)
 
-    def refresh(self, seen_generation: int) -> tuple[int, PortkeyCredentials]:
+    def refresh(self, seen_generation: int, deadline: float = 0.0) -> tuple[int, PortkeyCredentials]:
         self.refreshes += 1
-        return self.current()
+        return self.current(deadline)
+
+    def confirm(self, credentials: PortkeyCredentials) -> None:
+        self.accepted_once = True
+
+    def accepted(self, credentials: PortkeyCredentials) -> bool:
+        return self.accepted_once

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from thread_updater.models import InvalidUpdate, parse_sqs_body
+from thread_updater.validation import LOCATION_PART_LIMIT, REASON_LIMIT
 
 
 def body(**fields: Any) -> str:
@@ -35,6 +36,9 @@ def body(**fields: Any) -> str:
         ({"tool_resources": {"file_search": {"vector_stores": []}}}, False),
         ({"tool_resources": None}, True),
         ({"tool_resources": {}}, True),
+        ({"tool_resources": {"code_interpreter": None}}, False),  # only tool_resources itself may be null
+        ({"tool_resources": {"file_search": None}}, False),
+        ({"tool_resources": {"code_interpreter": {}, "file_search": None}}, False),
         ({"extra": 1}, False),
     ],
 )
@@ -97,6 +101,21 @@ def test_reasons_do_not_echo_the_input() -> None:
     with pytest.raises(InvalidUpdate) as caught:
         parse_sqs_body(body(metadata={"k": "SENSITIVE" * 100}))
     assert "SENSITIVE" not in str(caught.value)
+
+
+def test_reasons_are_clipped_however_long_the_user_supplied_keys_are() -> None:
+    # Given a body with many invalid, very long metadata keys (a key is part of the reason's path)
+    keys = {f"{index}" + "k" * 100_000: "v" for index in range(20)}
+
+    # When it is validated
+    with pytest.raises(InvalidUpdate) as caught:
+        parse_sqs_body(body(metadata=keys))
+
+    # Then the reason names the problem, each path part is clipped, and the whole reason is bounded
+    reason = str(caught.value)
+    assert "metadata." in reason
+    assert "k" * LOCATION_PART_LIMIT not in reason
+    assert len(reason) <= len("invalid update: ") + REASON_LIMIT
 
 
 def test_a_body_nested_deeper_than_the_stack_is_invalid_not_a_crash() -> None:

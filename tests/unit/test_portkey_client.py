@@ -116,7 +116,9 @@ def test_refused_credentials_are_refreshed_once_then_a_configuration_error() -> 
     assert len(pool.requests) == 2
 
 
-def test_a_trace_id_that_is_not_header_safe_is_not_sent() -> None:
+def test_a_trace_id_that_is_not_header_safe_is_sent_derived() -> None:
     pool = FakePool()
     client(pool).modify_thread("t1", {}, trace_id="bad id\r\n", deadline=in_seconds(30))
-    assert "x-portkey-trace-id" not in pool.requests[0]["headers"]
+    sent = pool.requests[0]["headers"]["x-portkey-trace-id"]
+    assert sent.startswith("derived-")
+    assert "\n" not in sent
