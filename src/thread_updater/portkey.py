@@ -289,40 +289,58 @@ class PortkeyClient:
             headers = self._headers(credentials, trace_header)
             answer = self._attempt(url, payload, headers, call, credentials.secret_values, deadline)
             verdict = classify_status(answer.status, call.last_error) if answer else Verdict.TRANSIENT
-            if verdict is Verdict.APPLIED:
-                self._credentials.confirm(credentials)
-                return call.outcome(CallResult.APPLIED)
-            if verdict is Verdict.FORBIDDEN and self._credentials.accepted(credentials):
-                return call.outcome(
-                    CallResult.REJECTED, f"{call.last_error} (forbidden for this update only)"
-                )
-            if verdict is Verdict.REJECTED:
-                return call.outcome(CallResult.REJECTED, call.last_error)
-            if verdict is Verdict.ACCOUNT:
-                raise AccountLimitError(account_problem(call.status, call.last_error))
+            final = self._final(verdict, call, credentials)
+            if final is not None:
+                return final
             if verdict in (Verdict.AUTH, Verdict.FORBIDDEN):
                 try:
                     generation, credentials = self._refresh(generation, call, deadline)
                 except CredentialsUnavailable as error:
                     return call.outcome(CallResult.TRANSIENT, f"{call.last_error}; {error}")
                 continue
-            call.retry_after_s = retry_after_seconds(answer.retry_after) if answer else None
-            gated = answer is not None and answer.asks_for_a_pause
-            if call.budget_used >= self._max_attempts and not gated:
-                break
-            backoff_base = CONTENTION_BACKOFF_BASE_S if verdict is Verdict.CONTENTION else BACKOFF_BASE_S
-            wait, asked = self._wait_before_retry(call.budget_used, call.retry_after_s, backoff_base)
-            if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
-                return call.outcome(
-                    CallResult.TRANSIENT,
-                    f"{call.last_error} (waiting {wait:.1f} s would pass the invocation deadline)",
-                )
-            call.retry_after_waits += asked
-            if gated:  # the container's gate holds this retry with every other request
-                call.rate_limited += 1
-                continue
-            time.sleep(wait)
+            given_up = self._pause_before_retry(answer, verdict, call, deadline)
+            if given_up is not None:
+                return given_up
         return call.outcome(CallResult.TRANSIENT, call.last_error)
+
+    def _final(
+        self, verdict: Verdict, call: _CallProgress, credentials: PortkeyCredentials
+    ) -> CallOutcome | None:
+        """The call's outcome when this answer ends it (applied, rejected); raises for an account-level
+        answer; None when it may be retried."""
+        if verdict is Verdict.APPLIED:
+            self._credentials.confirm(credentials)
+            return call.outcome(CallResult.APPLIED)
+        if verdict is Verdict.FORBIDDEN and self._credentials.accepted(credentials):
+            return call.outcome(CallResult.REJECTED, f"{call.last_error} (forbidden for this update only)")
+        if verdict is Verdict.REJECTED:
+            return call.outcome(CallResult.REJECTED, call.last_error)
+        if verdict is Verdict.ACCOUNT:
+            raise AccountLimitError(account_problem(call.status, call.last_error))
+        return None
+
+    def _pause_before_retry(
+        self, answer: _Answer | None, verdict: Verdict, call: _CallProgress, deadline: float
+    ) -> CallOutcome | None:
+        """Wait before the next attempt (the server's Retry-After, or backoff); the transient outcome
+        instead when attempts are used up or the wait would pass the deadline."""
+        call.retry_after_s = retry_after_seconds(answer.retry_after) if answer else None
+        gated = answer is not None and answer.asks_for_a_pause
+        if call.budget_used >= self._max_attempts and not gated:
+            return call.outcome(CallResult.TRANSIENT, call.last_error)
+        backoff_base = CONTENTION_BACKOFF_BASE_S if verdict is Verdict.CONTENTION else BACKOFF_BASE_S
+        wait, asked = self._wait_before_retry(call.budget_used, call.retry_after_s, backoff_base)
+        if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
+            return call.outcome(
+                CallResult.TRANSIENT,
+                f"{call.last_error} (waiting {wait:.1f} s would pass the invocation deadline)",
+            )
+        call.retry_after_waits += asked
+        if gated:  # the container's gate holds this retry with every other request
+            call.rate_limited += 1
+        else:
+            time.sleep(wait)
+        return None
 
     def _refresh(
         self, generation: int, call: _CallProgress, deadline: float
