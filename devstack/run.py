@@ -49,7 +49,9 @@ GONE_THREAD = "thread_gone"  # answers 404, as a thread behind a sunset Assistan
 VIA_BUS = "(EventBridge bus: events/eventbridge.json)"
 FUNCTION_TIMEOUT_S = 60
 DRAIN_LIMIT_S = 120.0
-VISIBILITY_TIMEOUT_S = 1  # locally, handed-back messages come back after a second
+# Locally, a handed-back message without a retry delay of its own (a configuration error) comes back
+# after 3 s; long enough that a batch still being processed on a busy machine is not received twice.
+VISIBILITY_TIMEOUT_S = 3
 
 
 def bounded(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], Any]:
