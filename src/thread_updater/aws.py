@@ -1,4 +1,4 @@
-"""botocore settings for the function's own AWS calls (Secrets Manager, the DLQ).
+"""botocore settings for the function's own AWS calls (Secrets Manager, the DLQs, SQS, DynamoDB).
 
 Bounded so an AWS hiccup cannot eat the invocation: the worst case of one call is known, and a
 dead letter is only attempted while that much time is left.
@@ -18,13 +18,14 @@ MAX_ATTEMPTS = 2  # botocore "standard" retry mode: one retry with jittered back
 WORST_CASE_CALL_S = MAX_ATTEMPTS * (CONNECT_TIMEOUT_S + READ_TIMEOUT_S) + 1
 
 
-def bounded_config() -> Config:
+def bounded_config(attempts: int = MAX_ATTEMPTS) -> Config:
+    """Connect and read timeouts on every call, and ``attempts`` in botocore's "standard" mode."""
     from botocore.config import Config
 
     return Config(
         connect_timeout=CONNECT_TIMEOUT_S,
         read_timeout=READ_TIMEOUT_S,
-        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": attempts},
     )
 
 
@@ -33,8 +34,9 @@ class LazyClient:
     importing boto3 costs a cold start ~100 ms. Creation is locked (boto3's client factory is not
     thread-safe); the client itself is, so workers share it."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, *, attempts: int = MAX_ATTEMPTS) -> None:
         self._service = service
+        self._attempts = attempts
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -45,5 +47,6 @@ class LazyClient:
 
                 session = boto3.session.Session()
                 # the stubs know clients by literal service name only; callers annotate the type
-                self._client = session.client(self._service, config=bounded_config())  # type: ignore[call-overload]
+                config = bounded_config(self._attempts)
+                self._client = session.client(self._service, config=config)  # type: ignore[call-overload]
             return self._client

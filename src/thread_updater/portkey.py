@@ -72,11 +72,7 @@ class _Answer:
     status: int
     data: bytes
     trace_id: str | None
-    retry_after: str | None
-
-    @property
-    def retry_after_s(self) -> float | None:
-        return retry_after_seconds(self.retry_after)
+    retry_after_s: float | None  # the Retry-After header, parsed once
 
     @property
     def asks_for_a_pause(self) -> bool:
@@ -259,7 +255,7 @@ class PortkeyClient:
             status=response.status,
             data=bytes(data),
             trace_id=response.headers.get("x-portkey-trace-id"),
-            retry_after=response.headers.get("Retry-After"),
+            retry_after_s=retry_after_seconds(response.headers.get("Retry-After")),
         )
 
     def modify_thread(
@@ -324,7 +320,7 @@ class PortkeyClient:
     ) -> CallOutcome | None:
         """Wait before the next attempt (the server's Retry-After, or backoff); the transient outcome
         instead when attempts are used up or the wait would pass the deadline."""
-        call.retry_after_s = retry_after_seconds(answer.retry_after) if answer else None
+        call.retry_after_s = answer.retry_after_s if answer else None
         gated = answer is not None and answer.asks_for_a_pause
         if call.budget_used >= self._max_attempts and not gated:
             return call.outcome(CallResult.TRANSIENT, call.last_error)

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from thread_updater.aws import CONNECT_TIMEOUT_S, MAX_ATTEMPTS, READ_TIMEOUT_S
+from thread_updater.aws import CONNECT_TIMEOUT_S, MAX_ATTEMPTS, READ_TIMEOUT_S, LazyClient
 from thread_updater.credentials import PortkeyCredentials, credentials_from_secret
 from thread_updater.errors import ConfigurationError
 from thread_updater.observability import logger
@@ -88,7 +88,8 @@ class CredentialStore:
         self._secret_id = secret_id
         self._max_age_s = max_age_s
         self._lock = threading.Lock()
-        self._client: SecretsManagerClient | None = None
+        # One attempt per request: the retry is ours (``_read_within``), so it can respect the deadline.
+        self._secrets_manager = LazyClient("secretsmanager", attempts=1)
         self._generation = 0
         self._current: PortkeyCredentials | None = None
         self._fetched_at = 0.0  # monotonic time of the last successful read
@@ -216,7 +217,8 @@ class CredentialStore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            answer = self._secrets_manager().get_secret_value(SecretId=self._secret_id)
+            client: SecretsManagerClient = self._secrets_manager()
+            answer = client.get_secret_value(SecretId=self._secret_id)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -233,17 +235,3 @@ class CredentialStore:
             return json.loads(text)
         except ValueError:
             raise ConfigurationError("Portkey secret: value is not valid JSON") from None
-
-    def _secrets_manager(self) -> SecretsManagerClient:
-        # Only the one owner of a read gets here at a time, so creating the client needs no lock.
-        if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            single_attempt = Config(
-                connect_timeout=CONNECT_TIMEOUT_S,
-                read_timeout=READ_TIMEOUT_S,
-                retries={"mode": "standard", "total_max_attempts": 1},
-            )
-            self._client = boto3.session.Session().client("secretsmanager", config=single_attempt)
-        return self._client
