@@ -66,7 +66,6 @@ def _build_runtime(settings: Settings) -> Runtime:
         DeadLetterQueue(settings.dlq_url),
         WorkerPool(executor=executor, workers=settings.max_concurrency),
         ordering=_ordering(settings, client),
-        heal_delay_s=settings.heal_delay_s,
     )
     return Runtime(settings=settings, processor=processor, hand_back=HandBack(), limiter=limiter)
 

@@ -102,6 +102,7 @@ class OrderedApplier:
         self._client = client
         self._table = table
         self._grace_ms = int(lease_grace_s * 1000)
+        self.heal_delay_s = heal_delay_s  # also the retry delay of an update whose outcome is unknown
         self._heal_delay_ms = int(heal_delay_s * 1000)
 
     def apply(self, update: ThreadUpdate, *, version: int, trace_id: str, deadline: float) -> OrderedCall:

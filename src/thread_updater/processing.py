@@ -36,14 +36,12 @@ class UpdateProcessor:
         pool: WorkerPool,
         *,
         ordering: OrderedApplier | None = None,
-        heal_delay_s: float = 0.0,
     ) -> None:
         self._client = client
         self._dead_letters = dead_letters
         self._executor = pool.executor
         self._workers = pool.workers
         self._ordering = ordering
-        self._heal_delay_s = heal_delay_s
 
     def process(self, job: Job, deadline: float) -> Outcome:
         """Raises ConfigurationError; every other failure becomes an Outcome."""
@@ -113,7 +111,7 @@ class UpdateProcessor:
                 outcome,
                 result=Result.RETRY,
                 error="applied, but an earlier attempt's outcome is unknown: back when its heal is due",
-                retry_delay_s=self._heal_delay_s,
+                retry_delay_s=ordering.heal_delay_s,
             )
         return outcome
 
@@ -133,10 +131,11 @@ class UpdateProcessor:
                 trace_id=call.trace_id,
             )
         if outcome.result is Result.RETRY:
-            uncertain = call.uncertain and self._ordering is not None
-            delay = (
-                self._heal_delay_s if uncertain else transient_delay(job.receive_count, call.retry_after_s)
-            )
+            # After an unknown outcome the ordered path comes back when the late write is healed.
+            if call.uncertain and self._ordering is not None:
+                delay = self._ordering.heal_delay_s
+            else:
+                delay = transient_delay(job.receive_count, call.retry_after_s)
             outcome = replace(outcome, retry_delay_s=delay)
         return replace(outcome, latency_ms=call.latency_ms, retry_after_waits=call.retry_after_waits)
 
