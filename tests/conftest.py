@@ -58,6 +58,15 @@ def debug_logging() -> Iterator[None]:
     logger.setLevel(saved_function)
 
 
+@pytest.fixture(autouse=True)
+def fresh_metrics() -> None:
+    """Each test starts with no metric pending: one that a test added without a handler flush (a unit
+    test of the processor, say) must not be counted in the next test's EMF document."""
+    from thread_updater.observability import metrics
+
+    metrics.clear_metrics()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """The whole suite is also a secret scan: a test whose captured stdout, stderr or log records (at
