@@ -117,7 +117,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str
     except ConfigurationError as error:
         report_configuration_error(error, "the whole batch goes back to the queue")
         outcomes = [
-            Outcome(result=Result.RETRY, message_id=job.message_id, thread_id=None, error=str(error))
+            Outcome(result=Result.RETRY, message_id=job.message_id, target=None, error=str(error))
             for job in jobs
         ]
     else:

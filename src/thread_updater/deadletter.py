@@ -8,10 +8,11 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
 from thread_updater.errors import DeadLetterError
+from thread_updater.models import Target, TargetKind
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -32,17 +33,34 @@ class DeadLetter:
     category: Category
     error: str
     status: int | None
-    thread_id: str | None
+    thread_id: str | None  # a thread update's id (None for a conversation's, and for unreadable messages)
     source: Source
     message_id: str
     payload: str
     attempts: int
     version: int | None = None  # the update's effective version: a replay carries it along
     version_source: str | None = None
+    conversation_id: str | None = None  # a conversation update's id
     failed_at: str = ""
+
+    @classmethod
+    def naming(cls, target: Target | None, **fields: Any) -> DeadLetter:
+        """A letter whose id field is the target's: ``thread_id`` or ``conversation_id``."""
+        thread_id = target.id if target is not None and target.kind is TargetKind.THREAD else None
+        conversation_id = target.id if target is not None and target.kind is TargetKind.CONVERSATION else None
+        return cls(thread_id=thread_id, conversation_id=conversation_id, **fields)
+
+    @property
+    def target_key(self) -> str | None:
+        """What orders its letters: the thread id, or the conversation's state key."""
+        if self.conversation_id is not None:
+            return f"conversation:{self.conversation_id}"
+        return self.thread_id
 
     def to_json(self) -> str:
         document = asdict(self)
+        if self.conversation_id is None:  # thread letters keep the shape they always had
+            del document["conversation_id"]
         document["failed_at"] = self.failed_at or datetime.now(UTC).isoformat(timespec="milliseconds")
         # ASCII-escaped: any str survives (even a lone surrogate from a JSON escape) and decodes unchanged
         return json.dumps(document, ensure_ascii=True)
@@ -52,9 +70,10 @@ def _fifo_group(letter: DeadLetter, letter_id: str) -> str:
     """A thread's rejected letters share its group, so they are read (and replayed) in order. An invalid
     message has nothing to keep in order with: a group of its own, so that a letter held by a reader
     never hides the other invalid ones behind it (SQS hands out nothing of a group while one is held)."""
-    if letter.category is Category.VALIDATION or not letter.thread_id:
+    key = letter.target_key
+    if letter.category is Category.VALIDATION or not key:
         return f"letter-{letter_id[:64]}"
-    return letter.thread_id
+    return key
 
 
 class DeadLetterQueue:

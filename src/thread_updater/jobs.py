@@ -24,7 +24,8 @@ from thread_updater.models import (
     MAX_VERSION,
     InvalidUpdate,
     ParsedUpdate,
-    ThreadUpdate,
+    Target,
+    Update,
     UpdateSqsRecord,
     parse_sqs_body,
     parse_update_document,
@@ -51,15 +52,16 @@ class Job:
     source: Source
     payload: str  # the original SQS body, or the EventBridge event as JSON: what a replay needs
     lane: str | None  # updates sharing a lane keep their order; None runs independently
-    update: ThreadUpdate | None = None
+    update: Update | None = None
     invalid_reason: str | None = None
     version: int | None = None  # known for every valid job, and for invalid ones where it could be read
     version_source: VersionSource | None = None
     receipt: Receipt | None = None  # where an SQS record can be given a retry delay
 
     @property
-    def thread_id(self) -> str | None:
-        return self.update.thread_id if self.update else None
+    def target(self) -> Target | None:
+        """The thread or conversation it modifies (None for an invalid message)."""
+        return self.update.target if self.update else None
 
     @property
     def receive_count(self) -> int:
@@ -101,7 +103,7 @@ def sqs_job(record: object) -> Job:
         return Job(**common, lane=group_lane, invalid_reason=reason)
     except InvalidUpdate as error:
         return Job(**common, lane=group_lane, invalid_reason=str(error))
-    lane = group_lane or f"thread:{parsed.update.thread_id}"
+    lane = group_lane or parsed.update.target.lane
     return Job(**common, lane=lane, update=parsed.update, version=version, version_source=version_source)
 
 
@@ -120,7 +122,7 @@ def eventbridge_job(event: Mapping[str, Any]) -> Job:
         message_id=message_id,
         source="eventbridge",
         payload=payload,
-        lane=f"thread:{parsed.update.thread_id}",
+        lane=parsed.update.target.lane,
         update=parsed.update,
         version=version,
         version_source=version_source,
@@ -173,13 +175,17 @@ def _own_or(parsed: ParsedUpdate, sent_timestamp: int | None) -> tuple[int, Vers
 
 
 def _version_attribute(record: Mapping[str, Any]) -> int | None:
-    """The ``version`` message attribute (DataType Number), or None when there is none."""
+    """The ``version`` message attribute, or None when there is none. Its DataType must be Number (or a
+    custom ``Number.*`` type): a String attribute that happens to hold digits is a producer's mistake."""
     attributes = record.get("messageAttributes")
     attribute = attributes.get(VERSION_ATTRIBUTE) if isinstance(attributes, Mapping) else None
     if attribute is None:
         return None
+    data_type = attribute.get("dataType") if isinstance(attribute, Mapping) else None
     text = attribute.get("stringValue") if isinstance(attribute, Mapping) else None
     value = _decimal(text)
+    if not (isinstance(data_type, str) and data_type.split(".", 1)[0] == "Number"):
+        raise InvalidUpdate("message attribute 'version' must have DataType Number")
     if value is None or not 1 <= value <= MAX_VERSION:
         raise InvalidUpdate(f"message attribute 'version' must be an integer from 1 to {MAX_VERSION}")
     return value

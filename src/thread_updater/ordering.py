@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thread_updater.aws import WORST_CASE_CALL_S
-from thread_updater.models import ThreadUpdate
+from thread_updater.models import Update
 from thread_updater.observability import logger
 from thread_updater.portkey import CallOutcome, CallResult, PortkeyClient
 from thread_updater.state import Lease, Settlement, StateTable, ThreadBusy, ThreadState, now_ms
@@ -105,11 +105,11 @@ class OrderedApplier:
         self.heal_delay_s = heal_delay_s  # also the retry delay of an update whose outcome is unknown
         self._heal_delay_ms = int(heal_delay_s * 1000)
 
-    def apply(self, update: ThreadUpdate, *, version: int, trace_id: str, deadline: float) -> OrderedCall:
+    def apply(self, update: Update, *, version: int, trace_id: str, deadline: float) -> OrderedCall:
         """Raises StateUnavailableError or ConfigurationError when the table cannot be used."""
         wall_deadline_ms = now_ms() + int((deadline - time.monotonic()) * 1000)
         claim = self._table.claim(
-            update.thread_id, until_ms=wall_deadline_ms + self._grace_ms, deadline=deadline
+            update.target.state_key, until_ms=wall_deadline_ms + self._grace_ms, deadline=deadline
         )
         if isinstance(claim, ThreadBusy):
             return OrderedCall(busy_until_ms=claim.until_ms)
@@ -122,7 +122,7 @@ class OrderedApplier:
             raise
 
     def _apply_claimed(
-        self, update: ThreadUpdate, *, version: int, trace_id: str, lease: Lease, deadline: float
+        self, update: Update, *, version: int, trace_id: str, lease: Lease, deadline: float
     ) -> OrderedCall:
         plan = plan_update(lease.state, version=version, fields=update.fields, now=now_ms())
         if plan.waiting_for or plan.superseded:
@@ -131,8 +131,8 @@ class OrderedApplier:
         own = update.request_body()
         body = {name: own[name] for name in plan.send}
         body.update({name: value for name, (_, value) in plan.heal.items()})
-        call = self._client.modify_thread(
-            update.thread_id,
+        call = self._client.modify(
+            update.target,
             body,
             trace_id=trace_id,
             deadline=deadline - WORST_CASE_CALL_S,  # leaves the time to record the result
@@ -142,7 +142,7 @@ class OrderedApplier:
         if not recorded:
             logger.warning(
                 "the thread's lease expired before the result was recorded",
-                extra={"thread_id": update.thread_id, "message_id": trace_id},
+                extra={update.target.id_field: update.target.id, "message_id": trace_id},
             )
         return OrderedCall(call=call, plan=plan, recorded=recorded)
 

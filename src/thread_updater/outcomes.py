@@ -13,6 +13,7 @@ from typing import Any
 
 from thread_updater.deadletter import Category, Source
 from thread_updater.errors import ConfigurationError
+from thread_updater.models import Target
 from thread_updater.observability import logger, metrics
 
 __all__ = [
@@ -37,7 +38,7 @@ class Result(StrEnum):
 class Outcome:
     result: Result
     message_id: str
-    thread_id: str | None
+    target: Target | None  # None: the message did not say (validly) what it modifies
     status: int | None = None
     attempts: int = 0
     error: str | None = None
@@ -66,7 +67,10 @@ def log_outcome(outcome: Outcome) -> None:
     """The one structured line per update that says where it ended up."""
     fields: dict[str, Any] = {
         "outcome": outcome.result.value,
-        "thread_id": outcome.thread_id,
+        "target": outcome.target.kind.value if outcome.target else None,
+        outcome.target.id_field if outcome.target else "thread_id": outcome.target.id
+        if outcome.target
+        else None,
         "message_id": outcome.message_id,
         "status": outcome.status,
         "attempts": outcome.attempts,

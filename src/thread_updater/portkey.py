@@ -1,4 +1,4 @@
-"""The Modify Thread call: one pooled urllib3 client, retries bounded by attempts and time.
+"""The Modify Thread / Modify Conversation call: one pooled urllib3 client, bounded retries.
 
 urllib3's own ``Retry`` sleeps inside ``urlopen`` and knows nothing of the Lambda deadline or of
 credential rotation, so the attempt loop is ours; urllib3 still provides the pool, the timeouts
@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import quote
 
 import urllib3
 from urllib3.exceptions import HTTPError, InvalidHeader
@@ -24,6 +23,7 @@ from urllib3.util.retry import Retry
 from thread_updater.classification import Verdict, classify_status, is_uncertain
 from thread_updater.credentials import CredentialSource, PortkeyCredentials
 from thread_updater.errors import AccountLimitError, ConfigurationError
+from thread_updater.models import Target, TargetKind
 from thread_updater.observability import logger
 from thread_updater.ratelimit import UpstreamLimiter, is_rate_limited
 from thread_updater.redaction import redact
@@ -195,7 +195,7 @@ class CallLimits:
 
 
 class PortkeyClient:
-    """Sends Modify Thread requests and classifies the answers."""
+    """Sends Modify Thread and Modify Conversation requests and classifies the answers."""
 
     def __init__(
         self,
@@ -214,10 +214,8 @@ class PortkeyClient:
         self._connect_timeout_s = limits.connect_timeout_s
         self._read_timeout_s = limits.read_timeout_s
 
-    def thread_url(self, thread_id: str) -> str:
-        # thread_id is validated against ^[A-Za-z0-9_-]+$ already; quoting anyway keeps the path
-        # a single segment whatever a future model change lets through.
-        return f"{self._base_url}/threads/{quote(thread_id, safe='')}"
+    def url(self, target: Target) -> str:
+        return f"{self._base_url}/{target.path}"
 
     def _post(self, url: str, body: bytes, headers: dict[str, str], deadline: float) -> _Answer:
         """One attempt, never past ``deadline``.
@@ -258,10 +256,8 @@ class PortkeyClient:
             retry_after_s=retry_after_seconds(response.headers.get("Retry-After")),
         )
 
-    def modify_thread(
-        self, thread_id: str, body: dict[str, Any], *, trace_id: str, deadline: float
-    ) -> CallOutcome:
-        """Apply one update; retries transient answers until attempts or time run out.
+    def modify(self, target: Target, body: dict[str, Any], *, trace_id: str, deadline: float) -> CallOutcome:
+        """Modify the target with ``body``; retries transient answers until attempts or time run out.
 
         ``deadline`` is a ``time.monotonic()`` value; no request starts and no backoff sleeps past it.
         A 429/503 whose ``Retry-After`` fits the time left is waited out (at the container's gate) and
@@ -269,7 +265,7 @@ class PortkeyClient:
         Raises ConfigurationError when Portkey still refuses the credentials after one refresh, and
         AccountLimitError for an account-level answer (402, 412).
         """
-        url = self.thread_url(thread_id)
+        url = self.url(target)
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()  # always encodable
         call = _CallProgress()
         try:
@@ -282,7 +278,7 @@ class PortkeyClient:
             if not self._limiter.acquire(deadline - MIN_ATTEMPT_WINDOW_S):
                 return call.outcome(CallResult.TRANSIENT, f"out of time: {call.last_error}")
             call.attempts += 1
-            headers = self._headers(credentials, trace_header)
+            headers = self._headers(credentials, trace_header, target)
             answer = self._attempt(url, payload, headers, call, credentials.secret_values, deadline)
             verdict = classify_status(answer.status, call.last_error) if answer else Verdict.TRANSIENT
             final = self._final(verdict, call, credentials)
@@ -352,13 +348,11 @@ class PortkeyClient:
         return self._credentials.refresh(generation, deadline)
 
     @staticmethod
-    def _headers(credentials: PortkeyCredentials, trace_id: str) -> dict[str, str]:
-        return {
-            **credentials.headers,
-            "Content-Type": "application/json",
-            "OpenAI-Beta": "assistants=v2",
-            "x-portkey-trace-id": trace_id,
-        }
+    def _headers(credentials: PortkeyCredentials, trace_id: str, target: Target) -> dict[str, str]:
+        headers = {**credentials.headers, "Content-Type": "application/json", "x-portkey-trace-id": trace_id}
+        if target.kind is TargetKind.THREAD:  # conversations are not an Assistants endpoint
+            headers["OpenAI-Beta"] = "assistants=v2"
+        return headers
 
     def _attempt(  # noqa: PLR0913 - one attempt needs all of these; grouping them would only hide that
         self,

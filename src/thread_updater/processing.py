@@ -51,8 +51,8 @@ class UpdateProcessor:
                 job, category=Category.VALIDATION, error=job.invalid_reason or "invalid", deadline=deadline
             )
         elif self._ordering is None or job.version is None:
-            call = self._client.modify_thread(
-                job.update.thread_id, job.update.request_body(), trace_id=job.message_id, deadline=deadline
+            call = self._client.modify(
+                job.update.target, job.update.request_body(), trace_id=job.message_id, deadline=deadline
             )
             outcome = self._settle(job, call, deadline)
         else:
@@ -70,7 +70,7 @@ class UpdateProcessor:
         """The update through its thread's claim in the state table (see ordering.py)."""
         if job.update is None or job.version is None:  # pragma: no cover - process() checks both
             raise ValueError("only valid, versioned jobs are applied in order")
-        retry = Outcome(result=Result.RETRY, message_id=job.message_id, thread_id=job.thread_id)
+        retry = Outcome(result=Result.RETRY, message_id=job.message_id, target=job.target)
         try:
             ordered = ordering.apply(
                 job.update, version=job.version, trace_id=job.message_id, deadline=deadline
@@ -92,7 +92,7 @@ class UpdateProcessor:
             return Outcome(
                 result=Result.SUPERSEDED,
                 message_id=job.message_id,
-                thread_id=job.thread_id,
+                target=job.target,
                 newer_version=newer,
             )
         outcome = replace(
@@ -124,7 +124,7 @@ class UpdateProcessor:
             outcome = Outcome(
                 result=Result.SUCCESS if call.result is CallResult.APPLIED else Result.RETRY,
                 message_id=job.message_id,
-                thread_id=job.thread_id,
+                target=job.target,
                 status=call.status,
                 attempts=call.attempts,
                 error=call.error,
@@ -145,11 +145,11 @@ class UpdateProcessor:
         """Dead-letter the job; when the DLQ does not take it, hand the record back instead."""
         status = call.status if call else None
         attempts = call.attempts if call else 0
-        letter = DeadLetter(
+        letter = DeadLetter.naming(
+            job.target,
             category=category,
             error=error,
             status=status,
-            thread_id=job.thread_id,
             source=job.source,
             message_id=job.message_id,
             payload=job.payload,
@@ -166,7 +166,7 @@ class UpdateProcessor:
         return Outcome(
             result=result,
             message_id=job.message_id,
-            thread_id=job.thread_id,
+            target=job.target,
             status=status,
             attempts=attempts,
             error=error,
@@ -274,6 +274,6 @@ def lanes_of(jobs: Sequence[Job]) -> list[list[int]]:
 
 
 def _not_attempted(job: Job, reason: str) -> Outcome:
-    outcome = Outcome(result=Result.RETRY, message_id=job.message_id, thread_id=job.thread_id, error=reason)
+    outcome = Outcome(result=Result.RETRY, message_id=job.message_id, target=job.target, error=reason)
     log_outcome(outcome)
     return outcome

@@ -25,10 +25,12 @@ def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def describe_validation_error(error: ValidationError) -> str:
-    """`field: problem; ...` without the offending values (they may be sensitive), clipped."""
+def describe_validation_error(error: ValidationError, *, prefix: str = "") -> str:
+    """`field: problem; ...` without the offending values (they may be sensitive), clipped; ``prefix``
+    is where the validated value sits in the message (``detail`` for an EventBridge event's)."""
     problems = []
     for item in error.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(clip(str(part), LOCATION_PART_LIMIT) for part in item["loc"]) or "value"
+        parts = ([prefix] if prefix else []) + [clip(str(part), LOCATION_PART_LIMIT) for part in item["loc"]]
+        where = ".".join(parts) or "value"
         problems.append(f"{where}: {item['msg']}")
     return clip("; ".join(problems), REASON_LIMIT)

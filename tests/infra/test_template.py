@@ -334,13 +334,17 @@ def test_fifo_mode_switches_both_queues(template: dict[str, Any], resources: dic
 
 
 def test_eventbridge_rule_matches_modify_thread_events(function_props: dict[str, Any]) -> None:
-    """Given the EventBridge rule event, then it matches detail-type ModifyThread from the
-    configured source on the configured bus, with bounded delivery retries and a declared DLQ."""
+    """Given the EventBridge rule event, then it matches detail-types ModifyThread and
+    ModifyConversation from the configured source on the configured bus, with bounded delivery
+    retries and a declared DLQ."""
     event = function_props["Events"]["ModifyThreadRule"]
     assert event["Type"] == "EventBridgeRule"
     props = event["Properties"]
     assert props["EventBusName"] == {"Ref": "EventBusName"}
-    assert props["Pattern"] == {"source": [{"Ref": "EventSource"}], "detail-type": ["ModifyThread"]}
+    assert props["Pattern"] == {
+        "source": [{"Ref": "EventSource"}],
+        "detail-type": ["ModifyThread", "ModifyConversation"],
+    }
     assert 0 <= props["RetryPolicy"]["MaximumRetryAttempts"] <= 185
     assert 60 <= props["RetryPolicy"]["MaximumEventAgeInSeconds"] <= 86400
     assert props["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["EventBridgeDeliveryDeadLetterQueue", "Arn"]}}

@@ -139,7 +139,7 @@ def test_eventbridge_thread_ids_cannot_change_the_request_path_either(
         assert sorted(letter["source"] for letter in aws.dead_letters()) == ["eventbridge", "sqs"]
 
 
-URL_BUILDER = PortkeyClient(  # only its thread_url is used: no request, no secret fetch
+URL_BUILDER = PortkeyClient(  # only its url() is used: no request, no secret fetch
     "https://api.portkey.ai/v1",
     create_pool(1, 1.0, 1.0),
     CredentialStore("unused", 0),
@@ -148,22 +148,25 @@ URL_BUILDER = PortkeyClient(  # only its thread_url is used: no request, no secr
 
 
 @settings(max_examples=2000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(thread_id=st.text(max_size=140) | st.from_regex(r"[A-Za-z0-9_\-./%?#;\\ ]{1,130}", fullmatch=True))
-def test_an_accepted_thread_id_is_always_exactly_one_path_segment(thread_id: str) -> None:
-    # Given any string as a message's thread_id, and the URL the client builds for an accepted one
-    body = json.dumps({"thread_id": thread_id})
+@given(
+    thread_id=st.text(max_size=140) | st.from_regex(r"[A-Za-z0-9_\-./%?#;\\ ]{1,130}", fullmatch=True),
+    kind=st.sampled_from(["thread", "conversation"]),
+)
+def test_an_accepted_thread_id_is_always_exactly_one_path_segment(thread_id: str, kind: str) -> None:
+    # Given any string as a message's thread_id (or conversation_id), and the URL the client builds
+    body = json.dumps({f"{kind}_id": thread_id, "metadata": {}})
 
     # When it is parsed
     try:
-        accepted = parse_sqs_body(body).update.thread_id
+        target = parse_sqs_body(body).update.target
     except InvalidUpdate:
         return
 
-    # Then, as urllib3 will parse the URL, the host is unchanged and the path is /v1/threads/<id>
-    url = parse_url(URL_BUILDER.thread_url(accepted))
+    # Then, as urllib3 will parse the URL, the host is unchanged and the path is /v1/<kind>s/<id>
+    url = parse_url(URL_BUILDER.url(target))
     assert (url.scheme, url.host, url.query, url.fragment) == ("https", "api.portkey.ai", None, None)
-    assert url.path == f"/v1/threads/{accepted}"
-    assert quote(accepted, safe="") == accepted
+    assert url.path == f"/v1/{kind}s/{thread_id}"
+    assert quote(target.id, safe="") == target.id
 
 
 # --------------------------------------------------------------------------- PORTKEY_BASE_URL

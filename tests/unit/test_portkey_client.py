@@ -1,4 +1,4 @@
-"""PortkeyClient.modify_thread without sockets: request shape, classification, retries, time bounds."""
+"""PortkeyClient.modify without sockets: request shape, classification, retries, time bounds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
 from tests.unit.fakes import FakePool, FixedCredentials
 from thread_updater.errors import ConfigurationError
+from thread_updater.models import Target, TargetKind
 from thread_updater.portkey import CallLimits, CallResult, PortkeyClient
+
+T1 = Target(kind=TargetKind.THREAD, id="t1")
 
 BASE = "https://portkey.example/v1"
 NO_WAIT = {"Retry-After": "0"}
@@ -28,9 +31,7 @@ def in_seconds(seconds: float) -> float:
 
 def test_an_applied_update_is_one_post_with_exactly_the_body_and_headers() -> None:
     pool = FakePool()
-    outcome = client(pool).modify_thread(
-        "t1", {"metadata": {"a": "b"}}, trace_id="msg-1", deadline=in_seconds(30)
-    )
+    outcome = client(pool).modify(T1, {"metadata": {"a": "b"}}, trace_id="msg-1", deadline=in_seconds(30))
     assert (outcome.result, outcome.status, outcome.attempts, outcome.uncertain) == (
         CallResult.APPLIED,
         200,
@@ -48,10 +49,23 @@ def test_an_applied_update_is_one_post_with_exactly_the_body_and_headers() -> No
     assert request["headers"]["x-portkey-api-key"] == "unit-test-key"
 
 
+def test_a_conversation_update_posts_to_its_path_without_the_assistants_beta_header() -> None:
+    # GIVEN a conversation target WHEN it is modified THEN the path is /conversations/{id}, the body is
+    # unchanged, and no OpenAI-Beta header says "Assistants" to a gateway or provider
+    pool = FakePool()
+    target = Target(kind=TargetKind.CONVERSATION, id="conv_1")
+    outcome = client(pool).modify(target, {"metadata": {"a": "b"}}, trace_id="msg-1", deadline=in_seconds(30))
+    assert outcome.result is CallResult.APPLIED
+    [request] = pool.requests
+    assert (request["url"], request["json"]) == (f"{BASE}/conversations/conv_1", {"metadata": {"a": "b"}})
+    assert "OpenAI-Beta" not in request["headers"]
+    assert request["headers"]["x-portkey-api-key"] == "unit-test-key"
+
+
 def test_a_permanent_4xx_is_rejected_at_once_with_the_upstream_message() -> None:
     pool = FakePool()
     pool.answer("/threads/t1", (404, {"error": {"message": "No thread found with id 't1'."}}, {}))
-    outcome = client(pool).modify_thread("t1", {}, trace_id="m", deadline=in_seconds(30))
+    outcome = client(pool).modify(T1, {}, trace_id="m", deadline=in_seconds(30))
     assert (outcome.result, outcome.attempts) == (CallResult.REJECTED, 1)
     assert outcome.error == "HTTP 404: No thread found with id 't1'."
 
@@ -59,14 +73,14 @@ def test_a_permanent_4xx_is_rejected_at_once_with_the_upstream_message() -> None
 def test_transient_answers_are_retried_until_one_applies() -> None:
     pool = FakePool()
     pool.answer("/threads/t1", (503, {}, NO_WAIT), (429, {}, NO_WAIT))
-    outcome = client(pool).modify_thread("t1", {}, trace_id="m", deadline=in_seconds(30))
+    outcome = client(pool).modify(T1, {}, trace_id="m", deadline=in_seconds(30))
     assert (outcome.result, outcome.attempts, outcome.retry_after_waits) == (CallResult.APPLIED, 3, 2)
 
 
 def test_attempts_run_out_as_a_transient_outcome_with_the_last_error() -> None:
     pool = FakePool()
     pool.answer("/threads/t1", *[(502, {"error": {"message": "bad gateway"}}, NO_WAIT)] * 2)
-    outcome = client(pool, attempts=2).modify_thread("t1", {}, trace_id="m", deadline=in_seconds(30))
+    outcome = client(pool, attempts=2).modify(T1, {}, trace_id="m", deadline=in_seconds(30))
     assert (outcome.result, outcome.attempts, outcome.error) == (
         CallResult.TRANSIENT,
         2,
@@ -88,21 +102,21 @@ def test_a_failed_attempt_is_uncertain_only_if_the_request_may_have_been_sent(
 ) -> None:
     pool = FakePool()
     pool.answer("/threads/t1", error)  # type: ignore[arg-type]
-    outcome = client(pool, attempts=1).modify_thread("t1", {}, trace_id="m", deadline=in_seconds(30))
+    outcome = client(pool, attempts=1).modify(T1, {}, trace_id="m", deadline=in_seconds(30))
     assert (outcome.result, outcome.uncertain) == (CallResult.TRANSIENT, uncertain)
 
 
 def test_a_retry_after_past_the_deadline_hands_back_without_waiting() -> None:
     pool = FakePool()
     pool.answer("/threads/t1", (429, {}, {"Retry-After": "120"}))
-    outcome = client(pool).modify_thread("t1", {}, trace_id="m", deadline=in_seconds(5))
+    outcome = client(pool).modify(T1, {}, trace_id="m", deadline=in_seconds(5))
     assert (outcome.result, outcome.attempts, outcome.retry_after_s) == (CallResult.TRANSIENT, 1, 120.0)
     assert "would pass the invocation deadline" in (outcome.error or "")
 
 
 def test_no_request_starts_without_time_left() -> None:
     pool = FakePool()
-    outcome = client(pool).modify_thread("t1", {}, trace_id="m", deadline=in_seconds(0.1))
+    outcome = client(pool).modify(T1, {}, trace_id="m", deadline=in_seconds(0.1))
     assert (outcome.result, outcome.attempts, pool.requests) == (CallResult.TRANSIENT, 0, [])
 
 
@@ -111,14 +125,14 @@ def test_refused_credentials_are_refreshed_once_then_a_configuration_error() -> 
     pool.answer("/threads/t1", (401, {}, {}), (401, {}, {}))
     credentials = FixedCredentials()
     with pytest.raises(ConfigurationError, match="HTTP 401"):
-        client(pool, credentials=credentials).modify_thread("t1", {}, trace_id="m", deadline=in_seconds(30))
+        client(pool, credentials=credentials).modify(T1, {}, trace_id="m", deadline=in_seconds(30))
     assert credentials.refreshes == 1
     assert len(pool.requests) == 2
 
 
 def test_a_trace_id_that_is_not_header_safe_is_sent_derived() -> None:
     pool = FakePool()
-    client(pool).modify_thread("t1", {}, trace_id="bad id\r\n", deadline=in_seconds(30))
+    client(pool).modify(T1, {}, trace_id="bad id\r\n", deadline=in_seconds(30))
     sent = pool.requests[0]["headers"]["x-portkey-trace-id"]
     assert sent.startswith("derived-")
     assert "\n" not in sent
