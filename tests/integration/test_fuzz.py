@@ -612,7 +612,7 @@ def test_every_direct_eventbridge_event_is_sent_exactly_or_dead_lettered(
         assert letters == []
         [request] = portkey.requests
         assert request.json == job.update.request_body()
-        assert request.path == f"/v1/threads/{job.update.thread_id}"
+        assert request.path == f"/v1/threads/{job.update.target.id}"
 
 
 # --------------------------------------------------------------------------- examples kept from fuzzing

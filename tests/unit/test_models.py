@@ -54,7 +54,7 @@ def test_limits(fields: dict[str, Any], valid: bool) -> None:
 
 @pytest.mark.parametrize("thread_id", ["thread_abc123", "a", "A-b_9", "t" * 128])
 def test_thread_ids_accepted(thread_id: str) -> None:
-    assert parse_sqs_body(json.dumps({"thread_id": thread_id})).update.thread_id == thread_id
+    assert parse_sqs_body(json.dumps({"thread_id": thread_id})).update.target.id == thread_id
 
 
 @pytest.mark.parametrize(
