@@ -75,7 +75,7 @@ def load_handler(which: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.child")
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m bench.child")
     parser.add_argument("which", choices=["ours", "sdk"])
     parser.add_argument("--event", type=Path, required=True, help="the Lambda event, as JSON")
     parser.add_argument("--timeout", type=float, default=300.0)

@@ -114,7 +114,9 @@ def state_table(name: str) -> Iterator[None]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m bench.run", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--quick",
         action="store_true",

@@ -282,7 +282,9 @@ def build_artifact(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.artifact", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m devstack.artifact", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("target", type=Path, help="directory to create (must not exist or be empty)")
     parser.add_argument("--omit", action="append", default=[], help="leave this top-level package out")
     args = parser.parse_args(argv)

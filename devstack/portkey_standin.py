@@ -573,7 +573,9 @@ class PortkeyStandIn:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the stand-in until Ctrl-C / SIGTERM; print its URL (first stdout line) first."""
-    parser = argparse.ArgumentParser(prog="python -m devstack.portkey_standin", description=__doc__)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m devstack.portkey_standin", description=__doc__
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = any free port (default)")
     parser.add_argument("--prefix", default="/v1")

@@ -71,7 +71,9 @@ def bounded(kind: Callable[[str], float], low: float, high: float) -> Callable[[
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m devstack.run", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m devstack.run", description=__doc__.split("\n\n")[0]
+    )
     add = parser.add_argument
     add("--count", type=bounded(int, 0, 100_000), default=0, help="also send N generated updates (0..100000)")
     add("--threads", type=bounded(int, 1, 10_000), default=20, help="threads they spread over (1..10000)")

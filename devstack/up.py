@@ -173,7 +173,9 @@ def stop(state_dir: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devstack.up", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="python -m devstack.up", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("action", choices=["start", "stop", "serve"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="pid, env.sh and log")
     args = parser.parse_args(argv)

@@ -112,7 +112,9 @@ def _size_mb(paths: Sequence[Path]) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument(
         "--arch",
         choices=sorted(LAMBDA_ARCHITECTURES),

@@ -252,7 +252,9 @@ def _report(result: ValidationResult, template_path: Path, output: Path | None) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, description=__doc__.splitlines()[0] if __doc__ else None
+    )
     parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help="SAM template to validate")
     parser.add_argument("--output", type=Path, help="also write the translated template (JSON) here")
     args = parser.parse_args(argv)

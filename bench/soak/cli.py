@@ -17,7 +17,7 @@ DESCRIPTION = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m bench.soak", description=DESCRIPTION)
     defaults = SoakConfig()
     parser.add_argument("--updates", type=int, default=20_000)
     parser.add_argument("--threads", type=int, default=3000)

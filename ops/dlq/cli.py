@@ -179,6 +179,7 @@ def _replay_options(replay: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m ops.dlq",
         description="Inspect the dead-letter queue without deleting, or replay dead letters "
         "(send-then-delete: at worst a duplicate, never a loss).",
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     inspect = commands.add_parser(
         "inspect",
+        allow_abbrev=False,
         help="summarise the DLQ without deleting",
         description=INSPECT_HELP,
         formatter_class=formatter,
@@ -194,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common_options(inspect)
     replay = commands.add_parser(
         "replay",
+        allow_abbrev=False,
         help="send dead letters back, then delete them",
         description=REPLAY_HELP,
         formatter_class=formatter,

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
-from thread_updater.errors import DeadLetterError
+from thread_updater.errors import ConfigurationError, DeadLetterError
 from thread_updater.models import Target, TargetKind
 
 if TYPE_CHECKING:
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, SendMessageRequestTypeDef
 
 Source = Literal["sqs", "eventbridge"]
+
+# A DLQ_URL naming no queue is the deployment's fault, not this record's: the same for every letter
+# until an operator fixes it. SQS says so as QueueDoesNotExist (JSON protocol) or its query-protocol
+# name, which botocore keeps for compatibility.
+_MISSING_QUEUE_CODES = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"})
 
 
 class Category(StrEnum):
@@ -86,7 +91,9 @@ class DeadLetterQueue:
 
     def send(self, letter: DeadLetter, deadline: float) -> None:
         """Raises DeadLetterError when SQS does not take the message, or when a send might not finish
-        before ``deadline`` (a ``time.monotonic()`` value); the record is then handed back."""
+        before ``deadline`` (a ``time.monotonic()`` value); the record is then handed back. A queue
+        that does not exist is a ConfigurationError instead: loud (one ERROR, the ConfigurationErrors
+        metric) and the batch stops, as for any other broken configuration."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         if deadline - time.monotonic() < WORST_CASE_CALL_S:
@@ -110,4 +117,9 @@ class DeadLetterQueue:
             client: SQSClient = self._sqs()
             client.send_message(**request)
         except (BotoCoreError, ClientError) as error:
+            code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+            if code in _MISSING_QUEUE_CODES:
+                raise ConfigurationError(
+                    f"the dead-letter queue DLQ_URL={self.queue_url} does not exist"
+                ) from None
             raise DeadLetterError(f"dead-letter queue send failed: {error}") from None

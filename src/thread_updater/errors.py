@@ -18,6 +18,7 @@ Every update ends in exactly one place. The tree below is the whole decision, to
         └── transient (429, 5xx, timeouts, …)      → retried inside the invocation, then handed back
                                                       (SQS batchItemFailures / EventBridge raises)
     DeadLetterError (the DLQ refused the letter)   → the record is handed back instead of lost
+    (a DLQ that does not exist is a ConfigurationError: DLQ_URL is wrong, not the record)
     any other exception while processing a record  → that record is handed back, the batch goes on
 
 A handed-back SQS record returns after its visibility timeout and ends in the DLQ as-is once the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -13,7 +14,10 @@ from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
 
 from thread_updater.errors import ConfigurationError
+from thread_updater.observability import logger
 from thread_updater.validation import describe_validation_error
+
+__all__ = ["OWN_PREFIXES", "Settings", "known_variables", "load_settings", "unknown_variables"]
 
 DEFAULT_BASE_URL = "https://api.portkey.ai/v1"
 DEFAULT_MAX_CONCURRENCY = 16
@@ -100,9 +104,43 @@ class Settings(BaseModel):
         return value
 
 
+OWN_PREFIXES = ("PORTKEY_", "THREAD_", "MAX_", "LATE_WRITE_", "DLQ_", "METADATA_")
+"""Prefixes of the function's own variables: any other variable with one is most likely misspelt."""
+
+_warned: set[str] = set()  # names already reported by this container
+
+
+def known_variables() -> frozenset[str]:
+    """Every variable the function reads: the Settings aliases, so the list cannot drift from them."""
+    return frozenset(field.alias for field in Settings.model_fields.values() if field.alias)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Variables with one of the function's prefixes that it does not read (``MAX_ATEMPTS``)."""
+    known = known_variables()
+    return sorted(name for name in environ if name.startswith(OWN_PREFIXES) and name not in known)
+
+
+def _warn_unknown(environ: Mapping[str, str]) -> None:
+    """One WARNING per container for each unknown variable, with the closest known name: a misspelt
+    variable is otherwise ignored without a word while its default applies. Names only, never values."""
+    new = [name for name in unknown_variables(environ) if name not in _warned]
+    if not new:
+        return
+    _warned.update(new)
+    known = sorted(known_variables())
+    hints = {name: difflib.get_close_matches(name, known, n=1) for name in new}
+    logger.warning(
+        "unknown variables ignored: "
+        + ", ".join(f"{name} (did you mean {hint[0]}?)" if hint else name for name, hint in hints.items()),
+        extra={"unknown_variables": new},
+    )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Validate the environment; a bad or missing variable is a ConfigurationError naming it."""
     values = os.environ if environ is None else environ
+    _warn_unknown(values)
     try:
         return Settings.model_validate(dict(values))
     except ValidationError as error:

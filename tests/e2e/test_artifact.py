@@ -420,6 +420,12 @@ def test_an_unhandled_error_is_reported_and_the_environment_survives(
     assert result.error["errorType"] == result.error_type == "ValueError", function.output()
     assert "unsupported event" in result.error["errorMessage"]
     assert result.error["requestId"] == result.request_id
+    # and the log stream stays JSON: no raw "UserWarning: No application metrics to publish" line
+    # from Powertools for an invocation that failed before it counted anything
+    lines = function.output().splitlines()
+    assert lines
+    not_json = [line for line in lines if not line.startswith("{")]
+    assert not_json == [], function.output()
 
     # And the same environment goes on serving invocations
     assert expect_ok(function, function.invoke(load("eventbridge.json"))) is None

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel, SqsModel
 
+from thread_updater.settings import unknown_variables
 from tools.validate_template import load_sam_template, validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -211,6 +212,8 @@ def test_environment_variables_are_exactly_the_documented_ones(function_props: d
     assert variables["THREAD_STATE_TABLE"] == {"Ref": "ThreadStateTable"}
     assert variables["THREAD_STATE_TTL_DAYS"] == {"Ref": "ThreadStateTtlDays"}
     assert variables["LATE_WRITE_HEAL_DELAY_SECONDS"] == {"Ref": "LateWriteHealDelaySeconds"}
+    # and the function knows every one of its own (it warns about unknown ones with its prefixes)
+    assert unknown_variables(variables) == []
 
 
 def test_policies_are_only_scoped_sam_policy_templates(function_props: dict[str, Any]) -> None:

@@ -201,3 +201,33 @@ def test_eventbridge_configuration_error_is_logged_and_counted(
     [dimensions] = counted["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
     assert sorted(dimensions) == ["service", "source"]
     assert counted["source"] == "eventbridge"
+
+
+def test_a_misspelt_variable_is_named_once_per_container_with_the_one_it_resembles(
+    invoke: Invoker, portkey: PortkeyStandIn, logs: FunctionLogs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a deployment that misspells MAX_ATTEMPTS (its default of 3 applies instead of 5)
+    monkeypatch.setenv("MAX_ATEMPTS", "5")
+    monkeypatch.setenv("PORTKEY_MAXRPS_TYPO", "1")
+
+    # When two invocations run in the same container
+    for thread_id in ("t-1", "t-2"):
+        assert invoke(sqs_event([{"thread_id": thread_id}])) == {"batchItemFailures": []}
+
+    # Then one WARNING names each unknown variable (never its value), with the closest known name,
+    # and the updates are applied as usual
+    [warning] = [line for line in logs.lines() if "unknown variables" in line["message"]]
+    assert warning["level"] == "WARNING"
+    assert "MAX_ATEMPTS (did you mean MAX_ATTEMPTS?)" in warning["message"]
+    assert warning["unknown_variables"] == ["MAX_ATEMPTS", "PORTKEY_MAXRPS_TYPO"]
+    assert len(portkey.requests) == 2
+
+
+def test_the_known_variables_are_the_settings_aliases_and_every_one_has_an_own_prefix() -> None:
+    from thread_updater.settings import OWN_PREFIXES, Settings, known_variables, unknown_variables
+
+    aliases = {field.alias for field in Settings.model_fields.values() if field.alias}
+    assert known_variables() == aliases
+    assert unknown_variables(dict.fromkeys(aliases, "x")) == []
+    own = {name for name in aliases if name.startswith(OWN_PREFIXES)}
+    assert aliases - own == {"POWERTOOLS_PARAMETERS_MAX_AGE"}  # Powertools' own variable

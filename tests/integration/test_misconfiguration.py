@@ -24,7 +24,7 @@ from devstack.loopback_http import LoopbackHTTPServer, serving
 from devstack.portkey_standin import PortkeyStandIn, Reply
 from tests.conftest import DEFAULT_SECRET, AwsResources, FunctionLogs, Invoker, failed_ids
 from thread_updater import aws as aws_calls
-from thread_updater.app import UpdateNotApplied
+from thread_updater.errors import ConfigurationError
 
 
 def all_ids(event: dict[str, Any]) -> set[str]:
@@ -113,11 +113,12 @@ def test_secret_rewritten_as_malformed_json_is_noticed_at_the_next_fetch_and_not
 # --------------------------------------------------------------------------- the dead-letter queue
 
 
-def test_rejected_update_is_handed_back_while_the_dlq_is_gone_and_dead_lettered_once_it_is_back(
+def test_rejected_update_while_the_dlq_is_gone_is_a_configuration_error_and_dead_lettered_once_it_is_back(
     invoke: Invoker,
     aws: AwsResources,
     portkey: PortkeyStandIn,
     logs: FunctionLogs,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Given the DLQ has been deleted and Portkey answers 404 for one thread (the invalid-message case
     # is tests/integration/test_outcomes.py::test_dead_letter_queue_failure_hands_the_record_back)
@@ -125,29 +126,27 @@ def test_rejected_update_is_handed_back_while_the_dlq_is_gone_and_dead_lettered_
     aws.sqs.delete_queue(QueueUrl=aws.dlq_url)
     portkey.always("thread_gone", Reply(status=404))
     event = sqs_event([{"thread_id": "thread_gone", "metadata": {"v": "1"}}, {"thread_id": "thread_ok"}])
+    capsys.readouterr()
 
     # When the batch is processed
     response = invoke(event)
 
-    # Then the rejected update goes back to the queue instead of vanishing, the other one is applied,
-    # and the log says the DLQ send failed and why
-    assert failed_ids(response) == {event["Records"][0]["messageId"]}
-    assert portkey.thread("thread_ok") is not None
-    [line] = retry_lines(logs)
-    assert line["category"] == "rejected"
-    assert line["status"] == 404
-    assert "dead-letter queue send failed" in line["error"]
-    assert "NonExistentQueue" in line["error"] or "does not exist" in line["error"]
+    # Then the rejected update goes back to the queue instead of vanishing, the other one is applied
+    # or handed back (the lanes run concurrently; the batch stops at the configuration error)
+    gone, ok = (record["messageId"] for record in event["Records"])
+    assert gone in failed_ids(response)
+    assert (portkey.thread("thread_ok") is not None) != (ok in failed_ids(response))
+    # and it is reported as what it is, a broken deployment: one ERROR naming DLQ_URL, the
+    # ConfigurationErrors metric, and no WARNING-level retry line blaming the record
+    [error] = [line for line in logs.lines() if line["level"] == "ERROR"]
+    assert f"DLQ_URL={aws.dlq_url} does not exist" in error["error"]
+    assert emf_total(capsys.readouterr().out, "ConfigurationErrors") == 1
 
     # And when the queue exists again, the redelivered update is dead-lettered with its reason
     assert aws.sqs.create_queue(QueueName=dlq_name)["QueueUrl"] == aws.dlq_url
     assert invoke({"Records": [event["Records"][0]]}) == {"batchItemFailures": []}
     [letter] = aws.dead_letters()
-    assert (letter["message_id"], letter["category"], letter["status"]) == (
-        event["Records"][0]["messageId"],
-        "rejected",
-        404,
-    )
+    assert (letter["message_id"], letter["category"], letter["status"]) == (gone, "rejected", 404)
 
 
 def test_eventbridge_update_that_cannot_be_dead_lettered_fails_the_invocation(
@@ -163,14 +162,14 @@ def test_eventbridge_update_that_cannot_be_dead_lettered_fails_the_invocation(
     # When a direct EventBridge event is invalid, or rejected by Portkey, Then the invocation raises
     # (Lambda retries it, then its on-failure destination keeps it) instead of returning normally
     for detail in ({"thread_id": "bad id"}, {"thread_id": "thread_gone"}):
-        with pytest.raises(UpdateNotApplied, match="dead-letter queue send failed"):
+        with pytest.raises(ConfigurationError, match=r"DLQ_URL=.* does not exist"):
             invoke(eventbridge_event(detail))
 
-    # and the log says which update and why, as a retry rather than a dead letter
-    assert [(line["category"], line.get("status")) for line in retry_lines(logs)] == [
-        ("validation", None),
-        ("rejected", 404),
-    ]
+    # and each failure is one ERROR line about the configuration
+    errors = [line for line in logs.lines() if line["level"] == "ERROR"]
+    assert [line["message"] for line in errors] == [
+        "configuration error: the invocation fails and Lambda retries it"
+    ] * 2
 
 
 @dataclass

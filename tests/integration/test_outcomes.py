@@ -232,9 +232,11 @@ def test_dead_letter_queue_failure_hands_the_record_back(
     # When an invalid message must be dead-lettered
     response = invoke(event)
 
-    # Then it is handed back instead of being lost; the valid one is applied
-    assert failed_ids(response) == {event["Records"][0]["messageId"]}
-    assert len(portkey.requests) == 1
+    # Then it is handed back instead of being lost (a DLQ that does not exist stops the batch as a
+    # configuration error); the valid one is applied or handed back, never lost
+    invalid, valid = (record["messageId"] for record in event["Records"])
+    assert invalid in failed_ids(response)
+    assert (len(portkey.requests) == 1) != (valid in failed_ids(response))
 
 
 def test_eventbridge_via_sqs_is_unwrapped_to_its_detail(
