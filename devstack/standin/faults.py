@@ -189,10 +189,7 @@ def _thread_after(
         except ApiError:
             update = {}
     if reply.applies_update and method == "POST":
-        try:
-            applied = store.apply(thread_id, update)
-        except ApiError:  # the upstream refuses it (too many keys once merged): nothing written
-            return store.preview(thread_id, {})
+        applied = store.apply(thread_id, update)
         assert applied is not None  # create=True always yields the thread
         return applied
     return store.preview(thread_id, update)
