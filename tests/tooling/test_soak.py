@@ -36,6 +36,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from bench.soak import FAULT_WEIGHTS, SoakConfig, SoakReport, run_soak, write_figures
 from bench.soak.config import ordering_config
 
@@ -50,6 +52,11 @@ def _messages_to(report: SoakReport, threads: set[str]) -> set[str]:
     return {
         message_id for message_id, body in report.sent.items() if json.loads(body)["thread_id"] in threads
     }
+
+
+# Each soak stops itself after its own max_seconds; pytest's default 120 s test timeout must not cut
+# one short on a busy machine (setup, moto and the stand-in come on top of the run itself).
+pytestmark = pytest.mark.timeout(400)
 
 
 def test_two_thousand_updates_through_injected_faults_each_end_in_exactly_one_place(
