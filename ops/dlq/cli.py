@@ -24,6 +24,7 @@ from ops.dlq.routes import BusRoutes, check_source_queue
 from ops.dlq.scan import Scanner
 from ops.dlq.send import Sender
 from ops.dlq.supersede import StateTableCheck, is_superseded
+from thread_updater.slots import Semantics
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -170,6 +171,13 @@ def _replay_options(replay: argparse.ArgumentParser) -> None:
         help="the function's state table, to skip superseded letters (default: $THREAD_STATE_TABLE)",
     )
     replay.add_argument(
+        "--metadata-semantics",
+        choices=[semantics.value for semantics in Semantics],
+        default=_env("METADATA_SEMANTICS") or Semantics.MERGE.value,
+        help="what the upstream does with metadata, as the function is set (default: $METADATA_SEMANTICS "
+        "or merge): a letter is superseded when every key it sets (merge) or its map (replace) is newer",
+    )
+    replay.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -308,7 +316,11 @@ def _replay_run(args: argparse.Namespace, sqs: SQSClient, events: EventBridgeCli
         progress=bool(wants_progress),
     )
     sender = Sender(sqs, events, source_queue_url=args.source_queue_url, routes=routes)
-    superseded = StateTableCheck(args.state_table) if args.state_table else is_superseded
+    superseded = (
+        StateTableCheck(args.state_table, semantics=Semantics(args.metadata_semantics))
+        if args.state_table
+        else is_superseded
+    )
     return ReplayRun(
         scanner=scanner, sender=sender, options=options, out=sys.stdout, err=sys.stderr, superseded=superseded
     )

@@ -1,4 +1,9 @@
-"""Is this letter superseded: does its thread already hold a newer version of every field it sets?
+"""Is this letter superseded: does its target already hold a newer version of every slot it sets?
+
+A slot is what the function orders on (thread_updater/slots.py): each metadata key under
+``METADATA_SEMANTICS=merge`` (the default; read from the environment like the function does, or
+``--metadata-semantics``), the whole map under ``replace``, and ``tool_resources``. A letter
+setting keys ``a`` and ``b`` is superseded only when both have a newer version applied.
 
 Replaying such a letter would only be acknowledged by the function as ``superseded`` (the function
 checks the state table itself, so a replay can never roll a thread back); skipping it here keeps
@@ -19,7 +24,9 @@ from typing import TextIO
 
 from ops.dlq.letters import Letter
 from thread_updater.errors import ConfigurationError, StateUnavailableError
-from thread_updater.models import InvalidUpdate, parse_sqs_body, parse_update_document
+from thread_updater.models import InvalidUpdate, Update, parse_sqs_body, parse_update_document
+from thread_updater.ordering import normalised
+from thread_updater.slots import Semantics, slots_of
 from thread_updater.state import StateTable
 
 SupersededCheck = Callable[[Letter], bool]
@@ -32,33 +39,37 @@ def is_superseded(letter: Letter) -> bool:
     return False
 
 
-def update_fields(letter: Letter) -> frozenset[str]:
-    """The thread fields the letter's update sets (empty when it is not a valid update)."""
+def letter_update(letter: Letter) -> Update | None:
+    """The letter's update (None when it is not a valid one)."""
     target = letter.target
     if target is None:
-        return frozenset()
+        return None
     try:
         parsed = parse_update_document(target.event) if target.kind == "bus" else parse_sqs_body(target.body)
     except InvalidUpdate:
-        return frozenset()
-    return parsed.update.fields
+        return None
+    return parsed.update
 
 
 class StateTableCheck:
     """``is_superseded`` against the state table; a table that cannot be read makes it answer "no"
     (warned once): the replayed copy is then checked by the function itself."""
 
-    def __init__(self, table_name: str, err: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, table_name: str, err: TextIO = sys.stderr, *, semantics: Semantics = Semantics.MERGE
+    ) -> None:
         self._table = StateTable(table_name, ttl_days=1)  # read-only here: the TTL is never written
+        self._semantics = semantics
         self._err = err
         self._warned = False
 
     def __call__(self, letter: Letter) -> bool:
-        fields = update_fields(letter)
-        if letter.thread_id is None or letter.version is None or not fields:
+        update = letter_update(letter)
+        slots = slots_of(update, self._semantics) if update is not None else {}
+        if update is None or letter.version is None or not slots:
             return False
         try:
-            state = self._table.read(letter.thread_id, deadline=time.monotonic() + _READ_BUDGET_S)
+            state = self._table.read(update.target.state_key, deadline=time.monotonic() + _READ_BUDGET_S)
         except (StateUnavailableError, ConfigurationError) as error:
             if not self._warned:
                 self._warned = True
@@ -68,5 +79,6 @@ class StateTableCheck:
                     file=self._err,
                 )
             return False
-        applied = [state.field(name).version for name in fields]
+        held = normalised(state, self._semantics)
+        applied = [held[name].version if name in held else None for name in slots]
         return all(version is not None and version > letter.version for version in applied)

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from thread_updater.applier import GroupApplier
 from thread_updater.deadletter import DeadLetterQueue
 from thread_updater.errors import ConfigurationError
 from thread_updater.handback import HandBack
 from thread_updater.jobs import eventbridge_job, sqs_job
 from thread_updater.observability import logger
-from thread_updater.ordering import OrderedApplier
 from thread_updater.outcomes import (
     Outcome,
     Result,
@@ -62,25 +62,30 @@ def _build_runtime(settings: Settings) -> Runtime:
     client = PortkeyClient(settings.base_url, pool, credentials, limits=limits, limiter=limiter)
     executor = ThreadPoolExecutor(max_workers=settings.max_concurrency, thread_name_prefix="update")
     processor = UpdateProcessor(
-        client,
+        _applier(settings, client),
         DeadLetterQueue(settings.dlq_url),
         WorkerPool(executor=executor, workers=settings.max_concurrency),
-        ordering=_ordering(settings, client),
     )
     return Runtime(settings=settings, processor=processor, hand_back=HandBack(), limiter=limiter)
 
 
-def _ordering(settings: Settings, client: PortkeyClient) -> OrderedApplier | None:
-    """The state table's ordering, or None (with one WARNING per container) when none is configured."""
+def _applier(settings: Settings, client: PortkeyClient) -> GroupApplier:
+    """Ordering through the state table, or within a batch only (one WARNING per container) without it."""
+    table = None
     if settings.state_table is None:
         logger.warning(
-            "THREAD_STATE_TABLE is not set: updates of one thread are ordered within a batch only; "
-            "across batches, redeliveries, retries and replays an older update can overwrite a newer one"
+            "THREAD_STATE_TABLE is not set: updates of one thread or conversation are ordered within a "
+            "batch only; across batches, redeliveries, retries and replays an older update can "
+            "overwrite a newer one"
         )
-        return None
-    table = StateTable(settings.state_table, ttl_days=settings.state_ttl_days)
-    return OrderedApplier(
-        client, table, lease_grace_s=settings.lease_grace_s, heal_delay_s=settings.heal_delay_s
+    else:
+        table = StateTable(settings.state_table, ttl_days=settings.state_ttl_days)
+    return GroupApplier(
+        client,
+        table,
+        semantics=settings.metadata_semantics,
+        lease_grace_s=settings.lease_grace_s,
+        heal_delay_s=settings.heal_delay_s,
     )
 
 
@@ -154,7 +159,7 @@ def handle_eventbridge(event: Mapping[str, Any], context: LambdaContextLike) -> 
     job = eventbridge_job(event)
     try:
         runtime = current_runtime()
-        outcome = runtime.processor.process(job, invocation_deadline(context))
+        [outcome] = runtime.processor.process_unit([job], invocation_deadline(context))
     except ConfigurationError as error:  # fail the invocation (Lambda retries it), loudly
         report_configuration_error(error, "the invocation fails and Lambda retries it")
         raise

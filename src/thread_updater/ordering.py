@@ -1,193 +1,257 @@
-"""Newest update wins, per field, whatever order the updates arrive in (see state.py for the table).
+"""Newest version wins, per slot, whatever order updates arrive in: one request per target per batch.
 
-For one update of version ``v`` setting fields ``F``, with the thread claimed in the state table:
+``plan_group`` takes the updates of one thread or conversation from one batch (the *candidates*) and
+what the state table knows of it (slots.py), and decides, purely, what one request must send and
+what becomes of each candidate:
 
-* a field whose confirmed version is newer than ``v`` is *covered*: not sent (an update all of whose
-  fields are covered is ``superseded``: acknowledged without a request);
-* a field sent earlier with a newer version whose outcome is unknown, and not confirmed since, makes
-  the update *wait*: it is handed back, so an older value is never sent after a newer one; so does
-  the update's own earlier attempt in doubt, until its heal time (then this update heals);
-* every other field is sent (an equal version is a redelivery: sent again, which is idempotent);
-* a field with an unknown outcome whose heal time has come is *healed*: its newest confirmed value
-  is sent again (with the update's own fields, in one request), undoing a late write that may have
-  overtaken it.
+* a candidate one of whose slots has a newer version in doubt (sent, outcome unknown, not confirmed
+  since) *waits*: it is handed back, so an older value is never sent after a newer one; so does a
+  candidate whose own earlier attempt is in doubt, until its heal time (then it heals);
+* for every other slot the newest candidate setting it *wins* it, unless the state table holds a
+  newer confirmed version (an equal version is a redelivery: sent again, which is idempotent);
+* a candidate that wins a slot *contributes* to the request; one that wins none is *superseded*,
+  at once when confirmed versions cover it, or once the request that carries its newer rivals is
+  applied (*shadowed*);
+* under merge, a contributing candidate that would make the target hold more than 16 metadata keys
+  is *over the key limit* (a dead letter, before any request);
+* a slot whose doubt's heal time has come is *healed*: its newest confirmed value is sent again,
+  undoing a late write that may have overtaken it; under merge every confirmed key is sent anyway
+  (*carried*), so the upstream holds the whole desired map whether it merges or replaces.
 
-``plan_update`` is that decision, pure; ``OrderedApplier`` runs it between a claim and a release.
+``GroupApplier`` (applier.py) runs the plan between a claim and a release.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-from thread_updater.aws import WORST_CASE_CALL_S
-from thread_updater.models import Update
-from thread_updater.observability import logger
-from thread_updater.portkey import CallOutcome, CallResult, PortkeyClient
-from thread_updater.state import Lease, Settlement, StateTable, ThreadBusy, ThreadState, now_ms
+from thread_updater.slots import (
+    KEY_PREFIX,
+    MAX_METADATA_KEYS,
+    METADATA,
+    Semantics,
+    SlotState,
+    metadata_keys,
+)
 
-__all__ = ["OrderedApplier", "OrderedCall", "Plan", "plan_update"]
+__all__ = [
+    "Candidate",
+    "Disposition",
+    "GroupPlan",
+    "Sent",
+    "normalised",
+    "plan_group",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
-class Plan:
-    send: frozenset[str]  # the update's own fields to send
-    heal: Mapping[str, tuple[int, Any]]  # field → (confirmed version, value) to send again
-    covered: Mapping[str, int]  # field → the newer confirmed version that covers it
-    waiting_for: Mapping[str, int]  # field → the newer version in doubt that must settle first
-    wait_until_ms: int | None = None
+class Candidate:
+    """One update of the group: its position in the batch, its version and the slots it sets."""
+
+    index: int
+    version: int
+    slots: Mapping[str, Any]
+
+
+class Disposition(StrEnum):
+    WAITING = "waiting"
+    SUPERSEDED = "superseded"  # covered by confirmed versions: acknowledged without a request
+    CONTRIBUTES = "contributes"  # wins at least one slot of the request
+    SHADOWED = "shadowed"  # every slot is won by newer candidates: superseded once they are applied
+    OVER_KEY_LIMIT = "over_key_limit"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sent:
+    """A slot in the request: the version whose value it carries."""
+
+    version: int
+    value: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupPlan:
+    dispositions: Mapping[int, Disposition]  # candidate index → what becomes of it
+    send: Mapping[str, Sent]  # every slot of the request, with the version it carries
+    won: Mapping[int, frozenset[str]]  # contributing candidate → the slots it wins
+    healed: frozenset[str]  # slots sent again after a possible late write
+    newer: Mapping[int, int]  # superseded or shadowed candidate → the newest version covering it
+    waiting_for: Mapping[int, tuple[str, int]]  # waiting candidate → (slot, version in doubt)
+    wait_until_ms: int | None  # when the earliest wait is worth retrying
+    key_count: int  # metadata keys the target holds once the request is applied (merge)
 
     @property
-    def superseded(self) -> bool:
-        return not self.send and not self.heal and not self.waiting_for and bool(self.covered)
+    def request_needed(self) -> bool:
+        return bool(self.won) or bool(self.healed)
+
+    def of(self, disposition: Disposition) -> list[int]:
+        return [index for index, seen in self.dispositions.items() if seen is disposition]
 
 
-def plan_update(state: ThreadState, *, version: int, fields: frozenset[str], now: int) -> Plan:
-    """What to send for an update of ``version`` setting ``fields``, given the thread's state."""
-    send: set[str] = set()
-    covered: dict[str, int] = {}
-    waiting: dict[str, int] = {}
+def normalised(slots: Mapping[str, SlotState], semantics: Semantics) -> dict[str, SlotState]:
+    """The slots as ``semantics`` reads them: under merge a whole-map ``metadata`` slot (written under
+    replace, or by a release before per-key state) becomes one slot per key it holds, at its version;
+    a newer per-key slot stays."""
+    result = dict(slots)
+    whole = result.get(METADATA)
+    if semantics is not Semantics.MERGE or whole is None:
+        return result
+    del result[METADATA]
+    if whole.version is not None and isinstance(whole.value, Mapping):
+        for key, value in whole.value.items():
+            name = KEY_PREFIX + key
+            current = result.get(name)
+            if current is None or current.version is None or current.version < whole.version:
+                result[name] = SlotState(
+                    version=whole.version, value=value, doubt=whole.doubt, heal_at_ms=whole.heal_at_ms
+                )
+    return result
+
+
+def plan_group(
+    slots: Mapping[str, SlotState],
+    candidates: Sequence[Candidate],
+    *,
+    now: int,
+    semantics: Semantics,
+    heal: bool = True,
+) -> GroupPlan:
+    """What one request for this group sends, and what becomes of each candidate (module docstring).
+
+    ``slots`` must be ``normalised`` for ``semantics``. ``heal=False`` sends no heals (the isolation
+    retry after a rejected request: a heal must not take innocent updates with it).
+    """
+    dispositions: dict[int, Disposition] = {}
+    waiting_for: dict[int, tuple[str, int]] = {}
     wait_until: list[int] = []
-    for name in sorted(fields):
-        current = state.field(name)
-        heal_pending = current.heal_at_ms is not None and now < current.heal_at_ms
-        if current.doubt == version and heal_pending:
-            # Our own earlier attempt may still land: come back when its heal is due, so this very
-            # update (an EventBridge retry comes after a minute) is what heals the thread.
-            waiting[name] = version
-            wait_until.append(current.heal_at_ms or now)
-        elif current.version is not None and current.version > version:
-            covered[name] = current.version
-        elif current.doubt is not None and current.doubt > version:
-            waiting[name] = current.doubt
-            wait_until.append(current.heal_at_ms or now)
-        else:
-            send.add(name)
-    heal = {}
-    for name, current in state.fields.items():
-        due = current.doubt is not None and current.heal_at_ms is not None and now >= current.heal_at_ms
-        confirmed = (
-            current.version is not None and current.doubt is not None and current.version >= current.doubt
+    for candidate in candidates:
+        wait = _wait(slots, candidate, now)
+        if wait is not None:
+            dispositions[candidate.index] = Disposition.WAITING
+            waiting_for[candidate.index] = (wait[0], wait[1])
+            wait_until.append(wait[2])
+    active = [candidate for candidate in candidates if candidate.index not in dispositions]
+    confirmed_keys = frozenset(name for name in metadata_keys(slots) if slots[name].version is not None)
+    while True:
+        winners = _winners(slots, active)
+        over = _over_key_limit(confirmed_keys, active, winners) if semantics is Semantics.MERGE else None
+        if over is None:
+            break
+        dispositions[over.index] = Disposition.OVER_KEY_LIMIT
+        active = [candidate for candidate in active if candidate is not over]
+    blocking = _carry_in_doubt(slots, winners, now) if semantics is Semantics.MERGE and active else None
+    if blocking is not None:
+        # The whole map is sent under merge: a key whose newer write is in doubt cannot be carried at
+        # its older confirmed value (it might undo the late write), so the group waits for the heal.
+        for candidate in active:
+            dispositions[candidate.index] = Disposition.WAITING
+            waiting_for[candidate.index] = (blocking[0], blocking[1])
+            wait_until.append(blocking[2])
+        active, winners = [], {}
+    won: dict[int, frozenset[str]] = {}
+    newer: dict[int, int] = {}
+    for candidate in active:
+        mine = frozenset(name for name, winner in winners.items() if winner is candidate)
+        if mine or not candidate.slots:  # an update that sets nothing is still sent (a no-op for it)
+            won[candidate.index] = mine
+            dispositions[candidate.index] = Disposition.CONTRIBUTES
+            continue
+        covering = [_newer_version(slots, winners, name) for name in candidate.slots]
+        newer[candidate.index] = max(covering)
+        by_state = all(
+            (slots.get(name) or SlotState()).version == version
+            for name, version in zip(candidate.slots, covering, strict=True)
         )
-        if due and confirmed and name not in send and current.version is not None:
-            heal[name] = (current.version, current.value)
-    return Plan(
-        send=frozenset(send),
-        heal=heal,
-        covered=covered,
-        waiting_for=waiting,
-        wait_until_ms=max(wait_until) if wait_until else None,
+        dispositions[candidate.index] = Disposition.SUPERSEDED if by_state else Disposition.SHADOWED
+    send = {name: Sent(version=winner.version, value=winner.slots[name]) for name, winner in winners.items()}
+    healed: set[str] = set()
+    for name, state in slots.items():
+        if name in send or state.version is None:
+            continue
+        due = state.doubt is not None and state.heal_at_ms is not None and now >= state.heal_at_ms
+        if heal and due and state.version >= (state.doubt or 0):
+            healed.add(name)
+            send[name] = Sent(version=state.version, value=state.value)
+        elif semantics is Semantics.MERGE and name.startswith(KEY_PREFIX) and (won or healed):
+            send[name] = Sent(version=state.version, value=state.value)  # carried: the whole map
+    if not won and not healed:
+        send = {}
+    key_count = len(confirmed_keys | metadata_keys(send))
+    return GroupPlan(
+        dispositions=dispositions,
+        send=send,
+        won=won,
+        healed=frozenset(healed),
+        newer=newer,
+        waiting_for=waiting_for,
+        wait_until_ms=min(wait_until) if wait_until else None,
+        key_count=key_count,
     )
 
 
-@dataclass(frozen=True, kw_only=True)
-class OrderedCall:
-    """How an update went through the state table: not sent (busy, waiting, superseded) or the call."""
-
-    call: CallOutcome | None = None
-    plan: Plan | None = None
-    busy_until_ms: int | None = None
-    recorded: bool = True  # False: the call's result could not be written to the table
-    notes: list[str] = field(default_factory=list)
-
-
-class OrderedApplier:
-    """Applies updates through Portkey inside a claim on their thread (see the module docstring)."""
-
-    def __init__(
-        self, client: PortkeyClient, table: StateTable, *, lease_grace_s: float, heal_delay_s: float
-    ) -> None:
-        self._client = client
-        self._table = table
-        self._grace_ms = int(lease_grace_s * 1000)
-        self.heal_delay_s = heal_delay_s  # also the retry delay of an update whose outcome is unknown
-        self._heal_delay_ms = int(heal_delay_s * 1000)
-
-    def apply(self, update: Update, *, version: int, trace_id: str, deadline: float) -> OrderedCall:
-        """Raises StateUnavailableError or ConfigurationError when the table cannot be used."""
-        wall_deadline_ms = now_ms() + int((deadline - time.monotonic()) * 1000)
-        claim = self._table.claim(
-            update.target.state_key, until_ms=wall_deadline_ms + self._grace_ms, deadline=deadline
-        )
-        if isinstance(claim, ThreadBusy):
-            return OrderedCall(busy_until_ms=claim.until_ms)
-        try:
-            return self._apply_claimed(
-                update, version=version, trace_id=trace_id, lease=claim, deadline=deadline
-            )
-        except BaseException:
-            self._release_quietly(claim, deadline)
-            raise
-
-    def _apply_claimed(
-        self, update: Update, *, version: int, trace_id: str, lease: Lease, deadline: float
-    ) -> OrderedCall:
-        plan = plan_update(lease.state, version=version, fields=update.fields, now=now_ms())
-        if plan.waiting_for or plan.superseded:
-            self._table.finish(lease, Settlement(), deadline=deadline)
-            return OrderedCall(plan=plan)
-        own = update.request_body()
-        body = {name: own[name] for name in plan.send}
-        body.update({name: value for name, (_, value) in plan.heal.items()})
-        call = self._client.modify(
-            update.target,
-            body,
-            trace_id=trace_id,
-            deadline=deadline - WORST_CASE_CALL_S,  # leaves the time to record the result
-        )
-        settlement = self._settlement(plan, call, version=version, own=own, state=lease.state)
-        recorded = self._table.finish(lease, settlement, deadline=deadline)
-        if not recorded:
-            logger.warning(
-                "the thread's lease expired before the result was recorded",
-                extra={update.target.id_field: update.target.id, "message_id": trace_id},
-            )
-        return OrderedCall(call=call, plan=plan, recorded=recorded)
-
-    def _settlement(
-        self, plan: Plan, call: CallOutcome, *, version: int, own: Mapping[str, Any], state: ThreadState
-    ) -> Settlement:
-        """What the table must remember of this call (see state.Settlement)."""
-        now = now_ms()
-        sent = {name: (version, own[name]) for name in plan.send} | dict(plan.heal)
-        if call.result is CallResult.REJECTED:
-            settled = frozenset(name for name in plan.send if state.field(name).doubt == version)
-            return Settlement(cleared_doubts=settled)
-        if call.result is CallResult.TRANSIENT and not call.uncertain:
-            return Settlement()
-        applied = sent if call.result is CallResult.APPLIED else {}
-        settled = frozenset(
-            name
-            for name, (sent_version, _) in applied.items()
-            if _doubt_settled_by(state, name, sent_version=sent_version, now=now)
-        )
-        if not call.uncertain:
-            return Settlement(applied=applied, cleared_doubts=settled)
-        # Some attempt may still be written later: remember it, and hold the thread for the grace.
-        # A heal sent with an unknown outcome is in doubt too: its late write could overtake a newer one.
-        doubts = {name: sent_version for name, (sent_version, _) in sent.items()}
-        return Settlement(
-            applied=applied,
-            doubts=doubts,
-            heal_at_ms=now + self._heal_delay_ms,
-            cleared_doubts=settled,
-            hold_until_ms=now + self._grace_ms,
-        )
-
-    def _release_quietly(self, lease: Lease, deadline: float) -> None:
-        """Best effort on the way out of an error: an unreleased lease still expires by itself."""
-        try:
-            self._table.finish(lease, Settlement(), deadline=deadline)
-        except Exception:  # the error being raised matters more than this one
-            logger.debug("could not release a thread's lease", extra={"thread_id": lease.thread_id})
+def _wait(slots: Mapping[str, SlotState], candidate: Candidate, now: int) -> tuple[str, int, int] | None:
+    """(slot, version in doubt, when to come back) when the candidate must wait; else None."""
+    for name in sorted(candidate.slots):
+        state = slots.get(name) or SlotState()
+        heal_pending = state.heal_at_ms is not None and now < state.heal_at_ms
+        if state.doubt == candidate.version and heal_pending:
+            # Its own earlier attempt may still land: come back when its heal is due, so this very
+            # update (an EventBridge retry comes after a minute) is what heals the target.
+            return name, candidate.version, state.heal_at_ms or now
+        covered = state.version is not None and state.version > candidate.version
+        if not covered and state.doubt is not None and state.doubt > candidate.version:
+            return name, state.doubt, state.heal_at_ms or now
+    return None
 
 
-def _doubt_settled_by(state: ThreadState, name: str, *, sent_version: int, now: int) -> bool:
-    """A confirmed write settles a doubt once the late write it feared can no longer land after it."""
-    current = state.field(name)
-    if current.doubt is None:
-        return False
-    heal_due = current.heal_at_ms is not None and now >= current.heal_at_ms
-    return heal_due and sent_version >= current.doubt
+def _carry_in_doubt(
+    slots: Mapping[str, SlotState], winners: Mapping[str, Candidate], now: int
+) -> tuple[str, int, int] | None:
+    """(key slot, version in doubt, heal time) of a carried key whose newer write may still land."""
+    for name in sorted(metadata_keys(slots)):
+        state = slots[name]
+        pending = state.heal_at_ms is not None and now < state.heal_at_ms
+        if name not in winners and state.doubt is not None and state.doubt > (state.version or 0) and pending:
+            return name, state.doubt, state.heal_at_ms or now
+    return None
+
+
+def _winners(slots: Mapping[str, SlotState], active: Sequence[Candidate]) -> dict[str, Candidate]:
+    """Slot → the newest active candidate setting it, where no newer confirmed version covers it;
+    between equal versions the later in the batch wins (a redelivery carries the same value)."""
+    best: dict[str, Candidate] = {}
+    for candidate in active:
+        for name in candidate.slots:
+            rival = best.get(name)
+            if rival is None or candidate.version >= rival.version:
+                best[name] = candidate
+    return {
+        name: winner
+        for name, winner in best.items()
+        if (slots.get(name) or SlotState()).version is None or winner.version >= (slots[name].version or 0)
+    }
+
+
+def _over_key_limit(
+    confirmed_keys: frozenset[str], active: Sequence[Candidate], winners: Mapping[str, Candidate]
+) -> Candidate | None:
+    """The first candidate (oldest version first) whose won keys would take the target past 16 keys."""
+    held = set(confirmed_keys)
+    for candidate in sorted(active, key=lambda seen: (seen.version, seen.index)):
+        mine = {name for name, winner in winners.items() if winner is candidate}
+        added = metadata_keys(dict.fromkeys(mine)) - held
+        if len(held) + len(added) > MAX_METADATA_KEYS:
+            return candidate
+        held |= added
+    return None
+
+
+def _newer_version(slots: Mapping[str, SlotState], winners: Mapping[str, Candidate], name: str) -> int:
+    """The version that covers a slot: the request's winner, else the confirmed one."""
+    winner = winners.get(name)
+    if winner is not None:
+        return winner.version
+    return (slots.get(name) or SlotState()).version or 0

@@ -51,6 +51,7 @@ class CallResult(StrEnum):
     APPLIED = "applied"
     REJECTED = "rejected"  # permanent: a 4xx the request itself caused
     TRANSIENT = "transient"  # retry later: 408/429/5xx/timeouts/connection errors, or out of time
+    HALTED = "halted"  # a configuration or account problem stops the batch: ``CallOutcome.halt``
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +66,8 @@ class CallOutcome:
     # Some attempt's outcome is unknown (timed out, dropped, 5xx): the upstream may still apply it later.
     uncertain: bool = False
     retry_after_s: float | None = None  # what the last answer's Retry-After asked for
+    # HALTED: the error to raise once the call is recorded (an attempt before it may be in doubt).
+    halt: ConfigurationError | None = None
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,11 @@ class _CallProgress:
         self.latency_ms, self.status, self.trace_id, self.last_error = latency_ms, status, trace_id, error
         self.uncertain = self.uncertain or uncertain
 
-    def outcome(self, result: CallResult, error: str | None = None) -> CallOutcome:
+    def outcome(
+        self, result: CallResult, error: str | None = None, *, halt: ConfigurationError | None = None
+    ) -> CallOutcome:
         return CallOutcome(
+            halt=halt,
             result=result,
             status=self.status,
             attempts=self.attempts,
@@ -262,12 +268,21 @@ class PortkeyClient:
         ``deadline`` is a ``time.monotonic()`` value; no request starts and no backoff sleeps past it.
         A 429/503 whose ``Retry-After`` fits the time left is waited out (at the container's gate) and
         does not use up an attempt: rate-limit waits are bounded by the deadline, not by MAX_ATTEMPTS.
-        Raises ConfigurationError when Portkey still refuses the credentials after one refresh, and
-        AccountLimitError for an account-level answer (402, 412).
+        Ends HALTED (``halt``: a ConfigurationError) when Portkey still refuses the credentials after
+        one refresh, or with an AccountLimitError for an account-level answer (402, 412): returned, not
+        raised, so that the caller records an earlier attempt in doubt before stopping the batch.
         """
+        call = _CallProgress()
+        try:
+            return self._modify(target, body, call, trace_id=trace_id, deadline=deadline)
+        except ConfigurationError as error:
+            return call.outcome(CallResult.HALTED, str(error), halt=error)
+
+    def _modify(
+        self, target: Target, body: dict[str, Any], call: _CallProgress, *, trace_id: str, deadline: float
+    ) -> CallOutcome:
         url = self.url(target)
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()  # always encodable
-        call = _CallProgress()
         try:
             generation, credentials = self._credentials.current(deadline)
         except CredentialsUnavailable as error:

@@ -1,8 +1,10 @@
-"""Applying a batch: lanes run concurrently over a bounded pool, each lane in order.
+"""Applying a batch: lanes run concurrently over a bounded pool; in each lane, one request per target.
 
-Updates that share a lane (the thread id, or the FIFO message group) run one after another in the
-order received; a lane stops at its first hand-back so nothing overtakes an update that must be
-retried. Where each update ends up is decided in ``UpdateProcessor.process``.
+Updates that share a lane (the target, or the FIFO message group) run together: the valid updates
+of one thread or conversation are one *unit*, applied in one request by ``GroupApplier`` (newest
+version per slot wins, applier.py); an invalid one is a unit of its own (a dead letter). A lane's
+units run in order of first appearance, and a lane stops at its first hand-back: the rest of it goes
+back to the queue with the same delay, so nothing overtakes an update that must be retried.
 """
 
 from __future__ import annotations
@@ -13,131 +15,102 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+from thread_updater.applier import (
+    Applied,
+    GroupApplier,
+    GroupResult,
+    HandedBack,
+    Member,
+    Rejected,
+    Superseded,
+)
 from thread_updater.deadletter import Category, DeadLetter, DeadLetterQueue
 from thread_updater.errors import ConfigurationError, DeadLetterError, StateUnavailableError
-from thread_updater.handback import busy_delay, transient_delay
+from thread_updater.handback import transient_delay
 from thread_updater.jobs import Job
+from thread_updater.models import Target
 from thread_updater.observability import logger
-from thread_updater.ordering import OrderedApplier
 from thread_updater.outcomes import Outcome, Result, log_outcome, report_configuration_error
-from thread_updater.portkey import CallOutcome, CallResult, PortkeyClient
-from thread_updater.state import now_ms
+from thread_updater.portkey import CallOutcome
+from thread_updater.slots import semantic_problem
 
-__all__ = ["UpdateProcessor", "WorkerPool", "lane_puller", "lanes_of"]
+__all__ = ["UpdateProcessor", "WorkerPool", "lane_puller", "lanes_of", "units_of"]
 
 
 class UpdateProcessor:
     """Applies jobs through Portkey, dead-letters the permanent failures, logs every outcome."""
 
-    def __init__(
-        self,
-        client: PortkeyClient,
-        dead_letters: DeadLetterQueue,
-        pool: WorkerPool,
-        *,
-        ordering: OrderedApplier | None = None,
-    ) -> None:
-        self._client = client
+    def __init__(self, applier: GroupApplier, dead_letters: DeadLetterQueue, pool: WorkerPool) -> None:
+        self._applier = applier
         self._dead_letters = dead_letters
         self._executor = pool.executor
         self._workers = pool.workers
-        self._ordering = ordering
 
-    def process(self, job: Job, deadline: float) -> Outcome:
-        """Raises ConfigurationError; every other failure becomes an Outcome."""
+    def process_unit(self, jobs: Sequence[Job], deadline: float) -> list[Outcome]:
+        """One unit (one invalid job, or the valid jobs of one target); raises ConfigurationError."""
         started = time.monotonic()
-        if job.update is None:
-            outcome = self._dead_letter(
-                job, category=Category.VALIDATION, error=job.invalid_reason or "invalid", deadline=deadline
+        outcomes = self._outcomes_of(jobs, deadline)
+        duration_ms = round((time.monotonic() - started) * 1000, 1)
+        finished = []
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            done = replace(
+                outcome, duration_ms=duration_ms, version=job.version, version_source=job.version_source
             )
-        elif self._ordering is None or job.version is None:
-            call = self._client.modify(
-                job.update.target, job.update.request_body(), trace_id=job.message_id, deadline=deadline
-            )
-            outcome = self._settle(job, call, deadline)
-        else:
-            outcome = self._apply_in_order(job, self._ordering, deadline)
-        outcome = replace(
-            outcome,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            version=job.version,
-            version_source=job.version_source,
-        )
-        log_outcome(outcome)
-        return outcome
+            log_outcome(done)
+            finished.append(done)
+        return finished
 
-    def _apply_in_order(self, job: Job, ordering: OrderedApplier, deadline: float) -> Outcome:
-        """The update through its thread's claim in the state table (see ordering.py)."""
-        if job.update is None or job.version is None:  # pragma: no cover - process() checks both
-            raise ValueError("only valid, versioned jobs are applied in order")
-        retry = Outcome(result=Result.RETRY, message_id=job.message_id, target=job.target)
+    def _outcomes_of(self, jobs: Sequence[Job], deadline: float) -> list[Outcome]:
+        first = jobs[0]
+        problem = semantic_problem(first.update, self._applier.semantics) if first.update else None
+        if first.update is None or first.version is None or problem is not None:
+            reason = problem or first.invalid_reason or "invalid"
+            return [self._dead_letter(first, category=Category.VALIDATION, error=reason, deadline=deadline)]
+        members = [
+            Member(index=index, version=job.version or 0, update=job.update, trace_id=job.message_id)
+            for index, job in enumerate(jobs)
+            if job.update is not None
+        ]
         try:
-            ordered = ordering.apply(
-                job.update, version=job.version, trace_id=job.message_id, deadline=deadline
-            )
+            results = self._applier.apply(first.update.target, members, deadline=deadline)
         except StateUnavailableError as error:
-            return replace(
-                retry, error=f"state table: {error}", retry_delay_s=transient_delay(job.receive_count, None)
+            return [
+                _retry(job, f"state table: {error}", transient_delay(job.receive_count, None)) for job in jobs
+            ]
+        return [self._outcome_of(job, results[index], deadline) for index, job in enumerate(jobs)]
+
+    def _outcome_of(self, job: Job, result: GroupResult, deadline: float) -> Outcome:
+        if isinstance(result, Rejected):
+            return self._dead_letter(
+                job, category=Category.REJECTED, error=result.error, call=result.call, deadline=deadline
             )
-        if ordered.busy_until_ms is not None or ordered.plan is None:
-            delay = busy_delay(ordered.busy_until_ms, now_ms())
-            return replace(retry, error="the thread is held by another invocation", retry_delay_s=delay)
-        plan = ordered.plan
-        if plan.waiting_for:
-            waits = ", ".join(f"{name} version {version}" for name, version in plan.waiting_for.items())
-            delay = busy_delay(plan.wait_until_ms, now_ms())
-            return replace(retry, error=f"waiting for {waits}, whose outcome is unknown", retry_delay_s=delay)
-        newer = max(plan.covered.values()) if plan.covered else None
-        if ordered.call is None:
-            return Outcome(
+        if isinstance(result, Superseded):
+            outcome = Outcome(
                 result=Result.SUPERSEDED,
                 message_id=job.message_id,
                 target=job.target,
-                newer_version=newer,
+                newer_version=result.newer_version,
             )
-        outcome = replace(
-            self._settle(job, ordered.call, deadline),
-            newer_version=newer,
-            sent_fields=tuple(sorted(plan.send)) if plan.covered else None,
-            healed=tuple(sorted(plan.heal)) if ordered.call.result is CallResult.APPLIED else (),
+            return _with_call(outcome, result.call) if result.call else outcome
+        if isinstance(result, HandedBack):
+            retry_after = result.call.retry_after_s if result.call else None
+            delay = (
+                result.delay_s
+                if result.delay_s is not None
+                else transient_delay(job.receive_count, retry_after)
+            )
+            outcome = _retry(job, result.error, delay)
+            return _with_call(outcome, result.call) if result.call else outcome
+        applied: Applied = result
+        outcome = Outcome(
+            result=Result.SUCCESS,
+            message_id=job.message_id,
+            target=job.target,
+            newer_version=applied.newer_version,
+            sent_fields=applied.sent,
+            healed=applied.healed,
         )
-        if outcome.result is Result.SUCCESS and not plan.send and plan.covered:
-            outcome = replace(outcome, result=Result.SUPERSEDED)
-        if outcome.result in (Result.SUCCESS, Result.SUPERSEDED) and ordered.call.uncertain:
-            # Applied by a retry, but an earlier attempt may still be written late, over a newer
-            # update sent after the lease's grace. Coming back once the heal is due makes sure the
-            # thread is looked at again then (a newer state is re-sent; the same one settles).
-            outcome = replace(
-                outcome,
-                result=Result.RETRY,
-                error="applied, but an earlier attempt's outcome is unknown: back when its heal is due",
-                retry_delay_s=ordering.heal_delay_s,
-            )
-        return outcome
-
-    def _settle(self, job: Job, call: CallOutcome, deadline: float) -> Outcome:
-        if call.result is CallResult.REJECTED:
-            outcome = self._dead_letter(
-                job, category=Category.REJECTED, error=call.error or "", call=call, deadline=deadline
-            )
-        else:
-            outcome = Outcome(
-                result=Result.SUCCESS if call.result is CallResult.APPLIED else Result.RETRY,
-                message_id=job.message_id,
-                target=job.target,
-                status=call.status,
-                attempts=call.attempts,
-                error=call.error,
-                trace_id=call.trace_id,
-            )
-        if outcome.result is Result.RETRY:
-            # After an unknown outcome the ordered path comes back when the late write is healed.
-            if call.uncertain and self._ordering is not None:
-                delay = self._ordering.heal_delay_s
-            else:
-                delay = transient_delay(job.receive_count, call.retry_after_s)
-            outcome = replace(outcome, retry_delay_s=delay)
-        return replace(outcome, latency_ms=call.latency_ms, retry_after_waits=call.retry_after_waits)
+        return _with_call(outcome, applied.call)
 
     def _dead_letter(
         self, job: Job, *, category: Category, error: str, deadline: float, call: CallOutcome | None = None
@@ -205,29 +178,33 @@ class UpdateProcessor:
         stop: _BatchStop,
         deadline: float,
     ) -> None:
-        blocked = False
-        for index, job in zip(indexes, lane_jobs, strict=True):
+        handed_back: Outcome | None = None
+        for unit in units_of(lane_jobs):
+            unit_jobs = [lane_jobs[position] for position in unit]
             if stop.error is not None:
-                outcome = _not_attempted(job, f"configuration error: {stop.error}")
-            elif blocked:
-                outcome = _not_attempted(job, f"an earlier update in lane {job.lane!r} must be retried first")
+                done = [_not_attempted(job, f"configuration error: {stop.error}") for job in unit_jobs]
+            elif handed_back is not None:
+                reason = f"an earlier update in lane {unit_jobs[0].lane!r} must be retried first"
+                done = [_not_attempted(job, reason, handed_back.retry_delay_s) for job in unit_jobs]
             else:
-                outcome = self._process_guarded(job, stop, deadline)
-            blocked = blocked or outcome.result is Result.RETRY
-            outcomes[index] = outcome
+                done = self._process_guarded(unit_jobs, stop, deadline)
+            for position, outcome in zip(unit, done, strict=True):
+                outcomes[indexes[position]] = outcome
+                if handed_back is None and outcome.result is Result.RETRY:
+                    handed_back = outcome
 
-    def _process_guarded(self, job: Job, stop: _BatchStop, deadline: float) -> Outcome:
-        """``process``, with a configuration error stopping the batch and a bug handing back one record."""
+    def _process_guarded(self, jobs: Sequence[Job], stop: _BatchStop, deadline: float) -> list[Outcome]:
+        """``process_unit``, with a configuration error stopping the batch and a bug handing back the unit."""
         try:
-            return self.process(job, deadline)
+            return self.process_unit(jobs, deadline)
         except ConfigurationError as error:
             stop.error = stop.error or error
-            return _not_attempted(job, f"configuration error: {error}")
-        except Exception as error:  # a bug must not take the batch down: hand this record back
+            return [_not_attempted(job, f"configuration error: {error}") for job in jobs]
+        except Exception as error:  # a bug must not take the batch down: hand this unit back
             logger.exception(
-                "unexpected error while processing an update", extra={"message_id": job.message_id}
+                "unexpected error while processing an update", extra={"message_id": jobs[0].message_id}
             )
-            return _not_attempted(job, f"unexpected error: {type(error).__name__}")
+            return [_not_attempted(job, f"unexpected error: {type(error).__name__}") for job in jobs]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -273,7 +250,44 @@ def lanes_of(jobs: Sequence[Job]) -> list[list[int]]:
     return lanes
 
 
-def _not_attempted(job: Job, reason: str) -> Outcome:
-    outcome = Outcome(result=Result.RETRY, message_id=job.message_id, target=job.target, error=reason)
+def units_of(lane_jobs: Sequence[Job]) -> list[list[int]]:
+    """Positions in a lane grouped into units: the valid jobs of one target together (at the first's
+    place), every other job alone; units in order of first appearance."""
+    by_target: dict[Target, list[int]] = {}
+    units: list[list[int]] = []
+    for position, job in enumerate(lane_jobs):
+        target = job.update.target if job.update is not None and job.version is not None else None
+        if target is None:
+            units.append([position])
+        elif target in by_target:
+            by_target[target].append(position)
+        else:
+            by_target[target] = [position]
+            units.append(by_target[target])
+    return units
+
+
+def _retry(job: Job, error: str, delay_s: float | None) -> Outcome:
+    return Outcome(
+        result=Result.RETRY, message_id=job.message_id, target=job.target, error=error, retry_delay_s=delay_s
+    )
+
+
+def _with_call(outcome: Outcome, call: CallOutcome | None) -> Outcome:
+    """The outcome with what the Portkey call that decided it saw."""
+    if call is None:
+        return outcome
+    return replace(
+        outcome,
+        status=call.status,
+        attempts=call.attempts,
+        trace_id=call.trace_id,
+        latency_ms=call.latency_ms,
+        retry_after_waits=call.retry_after_waits,
+    )
+
+
+def _not_attempted(job: Job, reason: str, delay_s: float | None = None) -> Outcome:
+    outcome = _retry(job, reason, delay_s)
     log_outcome(outcome)
     return outcome

@@ -15,6 +15,7 @@ from urllib3.util import parse_url
 
 from thread_updater.errors import ConfigurationError
 from thread_updater.observability import logger
+from thread_updater.slots import Semantics
 from thread_updater.validation import describe_validation_error
 
 __all__ = ["OWN_PREFIXES", "Settings", "known_variables", "load_settings", "unknown_variables"]
@@ -61,6 +62,8 @@ class Settings(BaseModel):
     state_ttl_days: Annotated[int, Field(alias="THREAD_STATE_TTL_DAYS", ge=1, le=3650)] = 45
     lease_grace_s: Annotated[float, Field(alias="THREAD_LEASE_GRACE_SECONDS", ge=0, le=900)] = 10.0
     heal_delay_s: Annotated[int, Field(alias="LATE_WRITE_HEAL_DELAY_SECONDS", ge=0, le=43_200)] = 120
+    # What the upstream does with a metadata map (slots.py, docs/ordering.md): never defaulted silently.
+    metadata_semantics: Annotated[Semantics, Field(alias="METADATA_SEMANTICS")] = Semantics.MERGE
 
     @field_validator("state_table", mode="before")
     @classmethod

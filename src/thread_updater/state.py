@@ -1,22 +1,27 @@
-"""The per-thread state table (DynamoDB): what was applied, what is in doubt, and who holds the thread.
+"""The state table (DynamoDB): what was applied, what is in doubt, and who holds a thread or conversation.
 
-Modify Thread replaces what it is given and no upstream offers a conditional write, so the order in
-which requests land decides what a thread holds. This table makes the order explicit. One item per
-thread (partition key ``thread_id``), attributes owned by the function:
+No upstream offers a conditional write, so the order in which requests land decides what a target
+holds. This table makes the order explicit. One item per target (partition key ``thread_id``, String:
+a thread's id, or ``conversation:<id>``; the key schema never changes, so a deploy never replaces the
+table), attributes owned by the function:
 
 =========================  ======================================================================
-``<field>_version``        the highest version whose value of ``<field>`` Portkey confirmed (2xx)
-``<field>_value``          that value, as JSON: what a heal re-sends
-``<field>_doubt``          the highest version sent for ``<field>`` whose outcome is unknown
-                           (timed out, dropped, 5xx): the upstream may still write it (a late write)
-``<field>_heal_at``        epoch ms after which that late write is assumed to have landed or died
-``lease_token``            the holder of the thread: one Modify Thread request in flight at most
+``slots``                  JSON: slot name (slots.py: ``m:<key>``, ``metadata``, ``tool_resources``)
+                           → ``{"v": version confirmed, "j": its value, "d": version in doubt,
+                           "h": heal time in epoch ms}``; absent members are unknown
+``lease_token``            the holder of the target: one Modify request in flight at most
 ``lease_until``            epoch ms when the lease ends by itself (holder's deadline + grace)
-``expires_at``             epoch seconds; DynamoDB's TTL removes threads idle for the configured days
+``expires_at``             epoch seconds; DynamoDB's TTL removes targets idle for the configured days
 =========================  ======================================================================
 
-Every write is a conditional ``UpdateItem``: a claim succeeds only when no live lease exists, and
-every later write of the claim requires the same token, so two invocations never interleave.
+Items written before per-key state (``<field>_version``, ``<field>_value``, ``<field>_doubt``,
+``<field>_heal_at``) are read as the slots ``metadata`` and ``tool_resources``, and rewritten as
+``slots`` on their next write.
+
+Every write is a conditional ``UpdateItem``: a claim succeeds only when no live lease exists (or the
+lease is this claim's own, when botocore retried a claim whose first answer was lost), and every
+later write of the claim requires the same token, so two invocations never interleave. The item is
+one attribute rewritten whole by the lease holder, which alone may change it.
 """
 
 from __future__ import annotations
@@ -25,17 +30,15 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
 from thread_updater.errors import ConfigurationError, StateUnavailableError
 from thread_updater.models import UPDATE_FIELDS
+from thread_updater.slots import SlotState
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["FieldState", "Lease", "Settlement", "StateTable", "ThreadBusy", "ThreadState", "now_ms"]
+__all__ = ["Lease", "StateTable", "ThreadBusy", "now_ms"]
 
 # DynamoDB answers that mean the deployment is wrong, not that the table is briefly unavailable.
 _CONFIGURATION_CODES = frozenset(
@@ -51,46 +54,12 @@ _CONFIGURATION_CODES = frozenset(
 
 
 @dataclass(frozen=True, kw_only=True)
-class FieldState:
-    version: int | None = None
-    value: Any = None  # decoded JSON; meaningful only when ``version`` is set
-    doubt: int | None = None
-    heal_at_ms: int | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ThreadState:
-    fields: Mapping[str, FieldState]
-
-    def field(self, name: str) -> FieldState:
-        return self.fields.get(name, FieldState())
-
-
-@dataclass(frozen=True, kw_only=True)
 class Lease:
-    """A claim on one thread: its token guards every write until it is released or expires."""
+    """A claim on one target: its token guards every write until it is released or expires."""
 
-    thread_id: str
+    key: str
     token: str
-    state: ThreadState
-
-
-@dataclass(frozen=True, kw_only=True)
-class Settlement:
-    """What one claim did, to record when it ends.
-
-    ``applied``: field → (version, value) Portkey confirmed; ``doubts``: field → the version sent
-    whose outcome is unknown (the update's own, or a heal's), to heal after ``heal_at_ms``;
-    ``cleared_doubts``: fields whose doubt is settled; ``hold_until_ms``: keep the lease until then
-    instead of releasing it (a late write may still land: nothing else may be sent for the thread
-    before).
-    """
-
-    applied: Mapping[str, tuple[int, Any]] = field(default_factory=dict)
-    doubts: Mapping[str, int] = field(default_factory=dict)
-    heal_at_ms: int | None = None
-    cleared_doubts: frozenset[str] = frozenset()
-    hold_until_ms: int | None = None
+    slots: Mapping[str, SlotState]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,17 +81,20 @@ class StateTable:
         self._ttl_s = ttl_days * 86400
         self._dynamodb = LazyClient("dynamodb")
 
-    def claim(self, thread_id: str, *, until_ms: int, deadline: float) -> Lease | ThreadBusy:
-        """Take the thread until ``until_ms`` unless another live lease holds it."""
+    def claim(self, key: str, *, until_ms: int, deadline: float) -> Lease | ThreadBusy:
+        """Take the target until ``until_ms`` unless another live lease holds it."""
         token = uuid.uuid4().hex
         now = now_ms()
         try:
             answer = self._call(
                 "update_item",
                 deadline,
-                Key={"thread_id": {"S": thread_id}},
+                Key={"thread_id": {"S": key}},
                 UpdateExpression="SET lease_token = :token, lease_until = :until, expires_at = :expires",
-                ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
+                # Our own token: botocore retried this claim after its first answer was lost.
+                ConditionExpression=(
+                    "attribute_not_exists(lease_until) OR lease_until < :now OR lease_token = :token"
+                ),
                 ExpressionAttributeValues={
                     ":token": {"S": token},
                     ":until": {"N": str(until_ms)},
@@ -134,38 +106,40 @@ class StateTable:
             )
         except _ConditionFailed as failed:
             return ThreadBusy(until_ms=_number(failed.item.get("lease_until")))
-        return Lease(thread_id=thread_id, token=token, state=_thread_state(answer.get("Attributes", {})))
+        return Lease(key=key, token=token, slots=_slots(answer.get("Attributes", {})))
 
-    def finish(self, lease: Lease, settlement: Settlement, *, deadline: float) -> bool:
-        """Record what the claim did and release it (or keep it until ``settlement.hold_until_ms``).
+    def finish(
+        self,
+        lease: Lease,
+        *,
+        slots: Mapping[str, SlotState] | None,
+        hold_until_ms: int | None,
+        deadline: float,
+    ) -> bool:
+        """Record the target's slots (None: unchanged) and release the lease, or keep it until
+        ``hold_until_ms`` (a late write may still land: nothing else may be sent for it before).
 
         Returns False when the lease was lost meanwhile (it expired and another invocation took it).
         """
         values: dict[str, Any] = {":token": {"S": lease.token}}
         sets: list[str] = []
         removes: list[str] = []
-        for name, (version, value) in settlement.applied.items():
-            sets += [f"{name}_version = :{name}_v", f"{name}_value = :{name}_j"]
-            values[f":{name}_v"] = {"N": str(version)}
-            values[f":{name}_j"] = {"S": json.dumps(value, separators=(",", ":"), ensure_ascii=False)}
-        for name, doubt in settlement.doubts.items():
-            sets += [f"{name}_doubt = :{name}_d", f"{name}_heal_at = :heal_at"]
-            values[f":{name}_d"] = {"N": str(doubt)}
-            values[":heal_at"] = {"N": str(settlement.heal_at_ms)}
-        for name in settlement.cleared_doubts - settlement.doubts.keys():
-            removes += [f"{name}_doubt", f"{name}_heal_at"]
-        if settlement.hold_until_ms is None:
+        if slots is not None:
+            sets.append("slots = :slots")
+            values[":slots"] = {"S": _encode(slots)}
+            removes += _LEGACY_ATTRIBUTES
+        if hold_until_ms is None:
             removes += ["lease_token", "lease_until"]
         else:
             sets.append("lease_until = :hold")
-            values[":hold"] = {"N": str(settlement.hold_until_ms)}
+            values[":hold"] = {"N": str(hold_until_ms)}
         expression = f"SET {', '.join(sets)} " if sets else ""
         expression += f"REMOVE {', '.join(removes)}" if removes else ""
         try:
             self._call(
                 "update_item",
                 deadline,
-                Key={"thread_id": {"S": lease.thread_id}},
+                Key={"thread_id": {"S": lease.key}},
                 UpdateExpression=expression,
                 ConditionExpression="lease_token = :token",
                 ExpressionAttributeValues=values,
@@ -174,10 +148,10 @@ class StateTable:
             return False
         return True
 
-    def read(self, thread_id: str, *, deadline: float) -> ThreadState:
-        """The thread's state without claiming it (for operators' tools)."""
-        answer = self._call("get_item", deadline, Key={"thread_id": {"S": thread_id}}, ConsistentRead=True)
-        return _thread_state(answer.get("Item", {}))
+    def read(self, key: str, *, deadline: float) -> Mapping[str, SlotState]:
+        """The target's slots without claiming it (for operators' tools)."""
+        answer = self._call("get_item", deadline, Key={"thread_id": {"S": key}}, ConsistentRead=True)
+        return _slots(answer.get("Item", {}))
 
     def _call(self, operation: str, deadline: float, **request: Any) -> dict[str, Any]:
         """One bounded DynamoDB call, started only if it can finish before ``deadline``.
@@ -218,14 +192,48 @@ def _number(attribute: Any) -> int | None:
     return int(attribute["N"]) if isinstance(attribute, Mapping) and "N" in attribute else None
 
 
-def _thread_state(item: Mapping[str, Any]) -> ThreadState:
-    fields = {}
-    for name in UPDATE_FIELDS:
-        encoded = item.get(f"{name}_value", {}).get("S")
-        fields[name] = FieldState(
+_LEGACY_ATTRIBUTES = [
+    f"{name}_{part}" for name in UPDATE_FIELDS for part in ("version", "value", "doubt", "heal_at")
+]
+
+
+def _encode(slots: Mapping[str, SlotState]) -> str:
+    """The ``slots`` attribute: compact JSON, members left out when unknown (the item stays small)."""
+    encoded: dict[str, dict[str, Any]] = {}
+    for name, slot in sorted(slots.items()):
+        member: dict[str, Any] = {}
+        if slot.version is not None:
+            member["v"] = slot.version
+            member["j"] = slot.value
+        if slot.doubt is not None:
+            member["d"] = slot.doubt
+            member["h"] = slot.heal_at_ms
+        if member:
+            encoded[name] = member
+    return json.dumps(encoded, separators=(",", ":"), ensure_ascii=False)
+
+
+def _slots(item: Mapping[str, Any]) -> dict[str, SlotState]:
+    encoded = item.get("slots", {}).get("S")
+    if encoded is not None:
+        return {
+            name: SlotState(
+                version=member.get("v"),
+                value=member.get("j"),
+                doubt=member.get("d"),
+                heal_at_ms=member.get("h"),
+            )
+            for name, member in json.loads(encoded).items()
+        }
+    slots = {}
+    for name in UPDATE_FIELDS:  # an item written before per-key state
+        legacy = item.get(f"{name}_value", {}).get("S")
+        slot = SlotState(
             version=_number(item.get(f"{name}_version")),
-            value=json.loads(encoded) if encoded is not None else None,
+            value=json.loads(legacy) if legacy is not None else None,
             doubt=_number(item.get(f"{name}_doubt")),
             heal_at_ms=_number(item.get(f"{name}_heal_at")),
         )
-    return ThreadState(fields=fields)
+        if slot.version is not None or slot.doubt is not None:
+            slots[name] = slot
+    return slots

@@ -124,8 +124,11 @@ def test_refused_credentials_are_refreshed_once_then_a_configuration_error() -> 
     pool = FakePool()
     pool.answer("/threads/t1", (401, {}, {}), (401, {}, {}))
     credentials = FixedCredentials()
-    with pytest.raises(ConfigurationError, match="HTTP 401"):
-        client(pool, credentials=credentials).modify(T1, {}, trace_id="m", deadline=in_seconds(30))
+    outcome = client(pool, credentials=credentials).modify(T1, {}, trace_id="m", deadline=in_seconds(30))
+    # returned, not raised: the caller records an earlier attempt in doubt before stopping the batch
+    assert outcome.result is CallResult.HALTED
+    assert isinstance(outcome.halt, ConfigurationError)
+    assert "HTTP 401" in str(outcome.halt)
     assert credentials.refreshes == 1
     assert len(pool.requests) == 2
 

@@ -11,11 +11,13 @@ import pytest
 
 from devstack.lambda_events import sqs_record
 from tests.unit.fakes import FakePool, FixedCredentials
+from thread_updater.applier import GroupApplier
 from thread_updater.deadletter import DeadLetterQueue
 from thread_updater.jobs import Job, sqs_job
 from thread_updater.outcomes import Result
 from thread_updater.portkey import CallLimits, PortkeyClient
 from thread_updater.processing import UpdateProcessor, WorkerPool
+from thread_updater.slots import Semantics
 
 NO_WAIT = {"Retry-After": "0"}
 
@@ -32,27 +34,33 @@ def processor(pool: FakePool) -> UpdateProcessor:
     executor = ThreadPoolExecutor(max_workers=4)
     # The DLQ is never reached here: no update in these tests is invalid or rejected.
     dead_letters = DeadLetterQueue("https://sqs.invalid/000000000000/unused")
-    return UpdateProcessor(client, dead_letters, WorkerPool(executor=executor, workers=4))
+    applier = GroupApplier(client, None, semantics=Semantics.MERGE, lease_grace_s=10.0, heal_delay_s=120.0)
+    return UpdateProcessor(applier, dead_letters, WorkerPool(executor=executor, workers=4))
 
 
 def jobs(*bodies: dict[str, Any]) -> list[Job]:
     return [sqs_job(sqs_record(json.dumps(body))) for body in bodies]
 
 
-def test_a_lane_stops_at_its_first_hand_back_and_other_lanes_go_on(
+def test_one_request_per_thread_and_a_failed_one_hands_back_only_that_threads_updates(
     processor: UpdateProcessor, pool: FakePool
 ) -> None:
-    # Given thread a's first update fails transiently, and thread b is healthy
+    # Given thread a's request fails transiently, and thread b is healthy
     pool.answer("/threads/a", (503, {}, NO_WAIT))
-    batch = jobs({"thread_id": "a", "version": 1}, {"thread_id": "b"}, {"thread_id": "a", "version": 2})
+    batch = jobs(
+        {"thread_id": "a", "version": 1, "metadata": {"x": "1"}},
+        {"thread_id": "b"},
+        {"thread_id": "a", "version": 2, "metadata": {"y": "2"}},
+    )
 
     # When the batch runs
     outcomes = processor.process_batch(batch, time.monotonic() + 30)
 
-    # Then a's later update is not sent (it would overtake the failed one); b is applied
+    # Then a's two updates went out in one request and both come back; b is applied
     assert [outcome.result for outcome in outcomes] == [Result.RETRY, Result.SUCCESS, Result.RETRY]
-    assert "must be retried first" in (outcomes[2].error or "")
-    assert [request["url"].rsplit("/", 1)[1] for request in pool.requests].count("a") == 1
+    sent_to_a = [request for request in pool.requests if request["url"].endswith("/threads/a")]
+    assert len(sent_to_a) == 1
+    assert sent_to_a[0]["json"] == {"metadata": {"x": "1", "y": "2"}}
 
 
 def test_a_configuration_error_stops_every_lane(processor: UpdateProcessor, pool: FakePool) -> None:
