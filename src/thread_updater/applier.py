@@ -260,11 +260,12 @@ class _Run:
     def _result_of(self, plan: GroupPlan, call: CallOutcome, index: int) -> GroupResult:
         if call.result is CallResult.REJECTED:
             return Rejected(error=call.error or "", call=call)
+        heals = self.applier.records  # without a table nothing remembers a doubt: nothing to heal
         if call.result is not CallResult.APPLIED:
-            after_doubt = call.uncertain and call.result is not CallResult.HALTED
+            after_doubt = heals and call.uncertain and call.result is not CallResult.HALTED
             delay = self.applier.heal_delay_s if after_doubt else None
             return HandedBack(error=call.error or "", delay_s=delay, call=call)
-        if call.uncertain:
+        if call.uncertain and heals:
             # Applied by a retry, but an earlier attempt may still be written late, over a newer
             # update sent after the lease's grace: coming back when the heal is due looks again.
             return HandedBack(

@@ -81,9 +81,10 @@ class UpdateProcessor:
 
     def _outcome_of(self, job: Job, result: GroupResult, deadline: float) -> Outcome:
         if isinstance(result, Rejected):
-            return self._dead_letter(
+            letter = self._dead_letter(
                 job, category=Category.REJECTED, error=result.error, call=result.call, deadline=deadline
             )
+            return _with_call(letter, result.call)
         if isinstance(result, Superseded):
             outcome = Outcome(
                 result=Result.SUPERSEDED,
