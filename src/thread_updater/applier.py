@@ -62,7 +62,8 @@ class Applied:
 @dataclass(frozen=True, kw_only=True)
 class Superseded:
     newer_version: int | None
-    call: CallOutcome | None  # the request that carried the newer updates, if one was sent
+    call: CallOutcome | None  # the request that carried the newer updates (or a heal), if one was sent
+    healed: tuple[str, ...]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,11 +203,14 @@ class _Run:
                 "(the upstream's limit; keys cannot be deleted): nothing was sent",
                 call=None,
             )
-        for index in plan.of(Disposition.SUPERSEDED):
-            results[index] = Superseded(newer_version=plan.newer.get(index), call=None)
         sharing = plan.of(Disposition.CONTRIBUTES) + plan.of(Disposition.SHADOWED)
         if not plan.request_needed:
+            for index in plan.of(Disposition.SUPERSEDED):
+                results[index] = Superseded(newer_version=plan.newer.get(index), call=None, healed=())
             return results, None
+        # A heal rides on the group's request: a superseded update stays until the heal is applied,
+        # so a heal that fails comes back with it instead of being forgotten.
+        sharing += plan.of(Disposition.SUPERSEDED)
         call = self._send(plan, trace_id=self._trace_id(sharing))
         if call.result is CallResult.REJECTED and (len(sharing) > 1 or plan.healed):
             alone, halt = self._one_by_one(sharing)
@@ -273,8 +277,9 @@ class _Run:
                 delay_s=self.applier.heal_delay_s,
                 call=call,
             )
+        healed = tuple(sorted(_slot_label(name) for name in plan.healed))
         if index not in plan.won:
-            return Superseded(newer_version=plan.newer.get(index), call=call)
+            return Superseded(newer_version=plan.newer.get(index), call=call, healed=healed)
         own = self.candidates_by_index[index].slots
         won = plan.won[index]
         partial = won != frozenset(own)
@@ -283,7 +288,7 @@ class _Run:
             call=call,
             sent=tuple(sorted(_slot_label(name) for name in won)) if partial else None,
             newer_version=max(newer) if newer else None,
-            healed=tuple(sorted(_slot_label(name) for name in plan.healed)),
+            healed=healed,
         )
 
     @property
@@ -304,7 +309,7 @@ class _Run:
             )
             disposition = plan.dispositions[index]
             if disposition is Disposition.SUPERSEDED:
-                results[index] = Superseded(newer_version=plan.newer.get(index), call=None)
+                results[index] = Superseded(newer_version=plan.newer.get(index), call=None, healed=())
                 continue
             if (
                 disposition is not Disposition.CONTRIBUTES

@@ -91,8 +91,9 @@ class UpdateProcessor:
                 message_id=job.message_id,
                 target=job.target,
                 newer_version=result.newer_version,
+                healed=result.healed,
             )
-            return _with_call(outcome, result.call) if result.call else outcome
+            return _with_call(outcome, result.call)
         if isinstance(result, HandedBack):
             retry_after = result.call.retry_after_s if result.call else None
             delay = (
@@ -100,8 +101,7 @@ class UpdateProcessor:
                 if result.delay_s is not None
                 else transient_delay(job.receive_count, retry_after)
             )
-            outcome = _retry(job, result.error, delay)
-            return _with_call(outcome, result.call) if result.call else outcome
+            return _with_call(_retry(job, result.error, delay), result.call)
         applied: Applied = result
         outcome = Outcome(
             result=Result.SUCCESS,

@@ -160,8 +160,9 @@ def test_a_field_newer_elsewhere_is_left_out_and_the_other_is_sent(
     tools = {"file_search": {"vector_store_ids": ["vs_2"]}}
     invoke(batch(update(2, metadata={"v": "2"}, tool_resources=tools)))
 
-    # Then only tool_resources is sent: metadata keeps version 3's value
-    assert portkey.requests[-1].json == {"tool_resources": tools}
+    # Then version 2 wins tool_resources only: metadata keeps version 3's value (sent again whole, so a
+    # replacing upstream holds it too)
+    assert portkey.requests[-1].json == {"metadata": {"v": "3"}, "tool_resources": tools}
     stored = portkey.thread(THREAD)
     assert stored is not None
     assert (stored["metadata"], stored["tool_resources"]) == ({"v": "3"}, tools)
@@ -212,9 +213,9 @@ def test_on_a_standard_queue_a_message_group_does_not_split_a_thread(
     # When they arrive in one batch
     invoke({"Records": records})
 
-    # Then the thread is their lane: one after the other, the newer one last
-    first, second = portkey.requests_for(THREAD)
-    assert (first.json, second.json) == ({"metadata": {"v": "1"}}, {"metadata": {"v": "2"}})
+    # Then the thread is their lane: one request for both, holding the newer value
+    [request] = portkey.requests_for(THREAD)
+    assert request.json == {"metadata": {"v": "2"}}
     assert stored_metadata(portkey) == {"v": "2"}
 
 
@@ -320,7 +321,7 @@ def test_an_older_update_waits_for_a_newer_one_whose_outcome_is_unknown(
     assert failed_ids(response) == {event["Records"][0]["messageId"]}
     assert len(portkey.requests) == 1
     waiting = outcome_lines(logs)[-1]
-    assert "waiting for metadata version 2" in waiting["error"]
+    assert "waiting for metadata.v version 2" in waiting["error"]
     assert waiting["retry_delay_s"] <= 61
 
 
@@ -356,7 +357,7 @@ def test_a_late_write_is_healed_by_the_delayed_resend(
     assert portkey.requests[-1].json == {"metadata": {"v": "2"}}
     assert stored_metadata(portkey) == {"v": "2"}
     healed = outcome_lines(logs)[-1]
-    assert (healed["outcome"], healed["healed"]) == ("superseded", ["metadata"])
+    assert (healed["outcome"], healed["healed"]) == ("superseded", ["metadata.v"])
 
 
 @pytest.mark.usefixtures("state_table")
@@ -393,7 +394,7 @@ def test_an_update_applied_on_a_retry_still_returns_to_heal_a_late_first_attempt
     assert invoke(first_event) == {"batchItemFailures": []}
     assert stored_metadata(portkey) == {"v": "2"}
     healed = outcome_lines(logs)[-1]
-    assert (healed["outcome"], healed["healed"]) == ("superseded", ["metadata"])
+    assert (healed["outcome"], healed["healed"]) == ("superseded", ["metadata.v"])
 
 
 @pytest.mark.usefixtures("state_table")
@@ -430,7 +431,7 @@ def test_a_heal_whose_first_attempt_is_in_doubt_is_healed_again(
     time.sleep(max(0.0, heal_in_doubt_at + 1.05 - time.monotonic()))
     assert invoke(late) == {"batchItemFailures": []}
     assert stored_metadata(portkey) == {"v": "4"}
-    assert outcome_lines(logs)[-1]["healed"] == ["metadata"]
+    assert outcome_lines(logs)[-1]["healed"] == ["metadata.v"]
 
 
 @pytest.mark.usefixtures("state_table")
