@@ -58,8 +58,10 @@ from devstack.standin.server import (
     write_answer,
 )
 from devstack.standin.store import (
+    METADATA_SEMANTICS,
     Answer,
     ApiError,
+    MetadataSemantics,
     ThreadStore,
     default_error,
     error_answer,
@@ -69,7 +71,16 @@ from devstack.standin.store import (
 )
 from devstack.standin.token_bucket import TokenBucket
 
-__all__ = ["TRACE_ID_HEADER", "DropMode", "PortkeyStandIn", "RecordedRequest", "Reply", "main"]
+__all__ = [
+    "METADATA_SEMANTICS",
+    "TRACE_ID_HEADER",
+    "DropMode",
+    "MetadataSemantics",
+    "PortkeyStandIn",
+    "RecordedRequest",
+    "Reply",
+    "main",
+]
 
 # The names subclasses (devstack/azure_openai_standin.py, bench/soak/faults.py) import from here.
 _Answer = Answer
@@ -105,6 +116,7 @@ class PortkeyStandIn:
         port: int = 0,
         hold_timeout: float = DEFAULT_HOLD_TIMEOUT,
         latency: float = 0.0,
+        metadata_semantics: MetadataSemantics = "merge",
     ) -> None:
         """Configure; nothing listens until :meth:`start`.
 
@@ -112,6 +124,10 @@ class PortkeyStandIn:
         given, a request carrying ``Authorization`` must carry ``Bearer <one of them>``. A request
         with neither header is always 401. ``port=0`` lets the OS pick a free port. ``latency``: seconds
         every normal (unscripted) answer takes, like an upstream call behind the gateway.
+        ``metadata_semantics``: how an update's ``metadata`` is written. ``merge`` (the default, as
+        OpenAI was observed to behave): the keys it names are set, the others stay, and a thread that
+        would hold more than 16 keys is refused (400, nothing written); ``replace``: the whole map is
+        replaced. ``tool_resources`` is replaced whole under both.
         """
         self.prefix = normalize_prefix(prefix)
         self.require_beta_header = require_beta_header
@@ -125,7 +141,7 @@ class PortkeyStandIn:
         self._cond = threading.Condition(threading.RLock())
         self._api_keys: frozenset[str] | None = None if api_keys is None else frozenset(api_keys)
         self._auth_tokens: frozenset[str] | None = None if auth_tokens is None else frozenset(auth_tokens)
-        self._store = ThreadStore(self._cond)
+        self._store = ThreadStore(self._cond, metadata_semantics)
         self._scripts = ScriptBook(self._cond)
         self._records: list[RecordedRequest] = []
         self._errors: list[str] = []
@@ -197,6 +213,11 @@ class PortkeyStandIn:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    @property
+    def metadata_semantics(self) -> MetadataSemantics:
+        """How this stand-in writes an update's ``metadata``: ``merge`` or ``replace``."""
+        return self._store.semantics
 
     @property
     def running(self) -> bool:
@@ -585,6 +606,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-auto-create", action="store_true", help="unknown threads are 404")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds each normal answer takes")
     parser.add_argument("--rate-limit", type=float, help="thread requests per second; beyond: 429")
+    parser.add_argument(
+        "--metadata-semantics",
+        choices=METADATA_SEMANTICS,
+        default="merge",
+        help="merge: an update sets the keys it names, the rest stay (default, as OpenAI); "
+        "replace: the whole metadata map is replaced",
+    )
     args = parser.parse_args(argv)
 
     standin = PortkeyStandIn(
@@ -596,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         latency=args.latency,
+        metadata_semantics=args.metadata_semantics,
     )
     standin.rate_limit(args.rate_limit)
     done = threading.Event()

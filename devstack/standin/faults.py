@@ -189,7 +189,10 @@ def _thread_after(
         except ApiError:
             update = {}
     if reply.applies_update and method == "POST":
-        applied = store.apply(thread_id, update)
+        try:
+            applied = store.apply(thread_id, update)
+        except ApiError:  # the upstream refuses it (too many keys once merged): nothing written
+            return store.preview(thread_id, {})
         assert applied is not None  # create=True always yields the thread
         return applied
     return store.preview(thread_id, update)

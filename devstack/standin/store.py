@@ -10,7 +10,28 @@ import json
 import threading
 import time
 from http import HTTPStatus
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
+
+__all__ = [
+    "METADATA_SEMANTICS",
+    "Answer",
+    "ApiError",
+    "MetadataSemantics",
+    "ThreadStore",
+    "default_error",
+    "error_answer",
+    "merged_metadata",
+    "new_thread",
+    "not_found",
+    "parse_json",
+    "validate_update",
+]
+
+# How the upstream writes an update's metadata. ``merge``: the keys the update names are set, keys it
+# leaves out stay (OpenAI was observed to behave so: a key cannot be deleted, an empty string stays a
+# key). ``replace``: the update's map replaces the stored one whole (a self-hosted backend may).
+MetadataSemantics = Literal["merge", "replace"]
+METADATA_SEMANTICS: tuple[MetadataSemantics, ...] = get_args(MetadataSemantics)
 
 _UPDATE_FIELDS = ("metadata", "tool_resources")
 _METADATA_MAX_PAIRS = 16
@@ -116,19 +137,24 @@ def _invalid_type(param: str, expected: str, value: Any) -> ApiError:
     )
 
 
+def _too_many_keys(count: int, *, merged: bool) -> ApiError:
+    held = "the thread would hold" if merged else "got an object with"
+    return ApiError(
+        400,
+        f"Invalid 'metadata': too many properties. Expected an object with at most "
+        f"{_METADATA_MAX_PAIRS} properties, but {held} {count} properties instead.",
+        param="metadata",
+        code="object_above_max_properties",
+    )
+
+
 def _validate_metadata(metadata: Any) -> None:
     if metadata is None:
         return
     if not isinstance(metadata, dict):
         raise _invalid_type("metadata", "an object", metadata)
     if len(metadata) > _METADATA_MAX_PAIRS:
-        raise ApiError(
-            400,
-            f"Invalid 'metadata': too many properties. Expected an object with at most "
-            f"{_METADATA_MAX_PAIRS} properties, but got an object with {len(metadata)} properties instead.",
-            param="metadata",
-            code="object_above_max_properties",
-        )
+        raise _too_many_keys(len(metadata), merged=False)
     for key, value in metadata.items():
         if len(key) > _METADATA_KEY_MAX:
             raise ApiError(
@@ -204,6 +230,23 @@ def parse_json(body: bytes) -> Any:
     return json.loads(body.decode("utf-8"), parse_constant=reject_constant)
 
 
+def merged_metadata(
+    stored: dict[str, Any] | None, update: dict[str, Any] | None, semantics: MetadataSemantics
+) -> dict[str, Any] | None:
+    """The metadata an object holds after a (validated) update's ``metadata``.
+
+    ``merge``: the stored keys, then the update's keys over them (``None``: no change); more than 16
+    keys in the merged map is refused with the 400 naming the limit, the stored keys unchanged.
+    ``replace``: the update's map (``None`` too), as the store always did.
+    """
+    if semantics == "replace":
+        return copy.deepcopy(update)
+    merged = {**(stored or {}), **copy.deepcopy(update or {})}
+    if len(merged) > _METADATA_MAX_PAIRS:
+        raise _too_many_keys(len(merged), merged=True)
+    return merged
+
+
 def new_thread(thread_id: str) -> dict[str, Any]:
     """A fresh ThreadObject, as Portkey creates it."""
     return {
@@ -219,11 +262,16 @@ class ThreadStore:
     """ThreadObjects by id, in memory. Every method hands out copies, never the stored dicts.
 
     ``lock`` is the stand-in's own, so a reset clears threads, scripts and records at once.
+    ``semantics``: how an update's ``metadata`` is written (:data:`MetadataSemantics`);
+    ``tool_resources`` is replaced whole under both.
     """
 
-    def __init__(self, lock: threading.Condition) -> None:
+    def __init__(self, lock: threading.Condition, semantics: MetadataSemantics = "merge") -> None:
+        if semantics not in METADATA_SEMANTICS:
+            raise ValueError(f"metadata semantics must be one of {METADATA_SEMANTICS}, not {semantics!r}")
         self._lock = lock
         self._threads: dict[str, dict[str, Any]] = {}
+        self.semantics: MetadataSemantics = semantics
 
     def seed(
         self, thread_id: str, metadata: dict[str, Any] | None, tool_resources: dict[str, Any] | None
@@ -242,16 +290,21 @@ class ThreadStore:
             return copy.deepcopy(stored) if stored is not None else None
 
     def apply(self, thread_id: str, update: dict[str, Any], *, create: bool = True) -> dict[str, Any] | None:
-        """Write ``update`` (creating the thread if ``create``); the thread after it, or ``None``."""
+        """Write ``update`` (creating the thread if ``create``); the thread after it, or ``None``.
+
+        Raises the upstream's :class:`ApiError` (nothing written) when the merged metadata would hold
+        more keys than the limit."""
         with self._lock:
             stored = self._threads.get(thread_id)
-            if stored is None:
-                if not create:
-                    return None
-                stored = new_thread(thread_id)
-                self._threads[thread_id] = stored
-            stored.update(copy.deepcopy(update))
-            return copy.deepcopy(stored)
+            if stored is None and not create:
+                return None
+            after = copy.deepcopy(stored) if stored is not None else new_thread(thread_id)
+            written = copy.deepcopy(update)
+            if "metadata" in update:
+                written["metadata"] = merged_metadata(after["metadata"], update["metadata"], self.semantics)
+            after.update(written)
+            self._threads[thread_id] = after
+            return copy.deepcopy(after)
 
     def preview(self, thread_id: str, update: dict[str, Any]) -> dict[str, Any]:
         """The stored thread as it is; for an unknown one, a new thread with ``update`` (not stored)."""

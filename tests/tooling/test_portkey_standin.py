@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, cast
 
 import pytest
 
-from devstack.portkey_standin import PortkeyStandIn, Reply
+from devstack.portkey_standin import MetadataSemantics, PortkeyStandIn, Reply
 
 API_KEY = "pk-test-good"
 HEADERS: dict[str, str] = {
@@ -116,28 +116,143 @@ def test_post_to_unknown_thread_creates_it_and_returns_a_thread_object(standin: 
     assert standin.thread("thread_new") == answer.json
 
 
-def test_update_replaces_present_fields_and_keeps_absent_ones(standin: PortkeyStandIn) -> None:
-    # Given a thread with metadata and tool resources
+def test_replace_replaces_present_fields_and_keeps_absent_ones() -> None:
+    # Given a stand-in whose upstream replaces the metadata map, and a thread with metadata and tools
+    resources = {"file_search": {"vector_store_ids": ["vs_1"]}}
+    with PortkeyStandIn(metadata_semantics="replace") as standin:
+        standin.seed("thread_1", metadata={"a": "1", "b": "2"}, tool_resources=resources)
+
+        # When only metadata is sent
+        answer = post(standin, "thread_1", {"metadata": {"c": "3"}})
+
+        # Then metadata is replaced (not merged) and tool_resources is untouched
+        assert answer.status == 200
+        assert answer.json["metadata"] == {"c": "3"}
+        assert answer.json["tool_resources"] == resources
+
+        # When tool_resources is sent as null
+        answer = post(standin, "thread_1", {"tool_resources": None})
+
+        # Then null is stored as null and metadata keeps its value
+        assert answer.json["tool_resources"] is None
+        assert answer.json["metadata"] == {"c": "3"}
+        assert answer_thread(standin, "thread_1")["tool_resources"] is None
+        assert standin.metadata_semantics == "replace"
+
+
+def test_merge_is_the_default_and_sets_only_the_keys_an_update_names(standin: PortkeyStandIn) -> None:
+    # Given the default stand-in and a thread with two keys and tool resources
     resources = {"file_search": {"vector_store_ids": ["vs_1"]}}
     standin.seed("thread_1", metadata={"a": "1", "b": "2"}, tool_resources=resources)
 
-    # When only metadata is sent
-    answer = post(standin, "thread_1", {"metadata": {"c": "3"}})
+    # When an update names one existing key (emptied) and one new key
+    answer = post(standin, "thread_1", {"metadata": {"a": "", "c": "3"}})
 
-    # Then metadata is replaced (not merged) and tool_resources is untouched
+    # Then those are set, the key left out stays, an empty string stays a key, tools are untouched
+    assert standin.metadata_semantics == "merge"
     assert answer.status == 200
-    assert answer.json["metadata"] == {"c": "3"}
+    assert answer.json["metadata"] == {"a": "", "b": "2", "c": "3"}
     assert answer.json["tool_resources"] == resources
+    assert answer_thread(standin, "thread_1")["metadata"] == {"a": "", "b": "2", "c": "3"}
 
-    # When tool_resources is sent as null
-    answer = post(standin, "thread_1", {"tool_resources": None})
 
-    # Then null is stored as null and metadata keeps its value
-    assert answer.json["tool_resources"] is None
-    assert answer.json["metadata"] == {"c": "3"}
-    stored = standin.thread("thread_1")
-    assert stored is not None
-    assert stored["tool_resources"] is None
+def test_merge_replaces_tool_resources_whole(standin: PortkeyStandIn) -> None:
+    # Given a thread with both tools' resources
+    standin.seed(
+        "thread_1",
+        metadata={"a": "1"},
+        tool_resources={
+            "code_interpreter": {"file_ids": ["file_1"]},
+            "file_search": {"vector_store_ids": ["vs_1"]},
+        },
+    )
+
+    # When an update sets one tool's resources
+    answer = post(standin, "thread_1", {"tool_resources": {"code_interpreter": {"file_ids": ["file_2"]}}})
+
+    # Then tool_resources holds exactly that value (the newest value wins whole), metadata stays
+    assert answer.status == 200
+    assert answer.json["tool_resources"] == {"code_interpreter": {"file_ids": ["file_2"]}}
+    assert answer.json["metadata"] == {"a": "1"}
+
+
+@pytest.mark.parametrize("semantics", ["merge", "replace"])
+def test_a_null_metadata_value_is_refused_and_the_thread_kept(semantics: MetadataSemantics) -> None:
+    # Given a thread with a key (a key cannot be deleted: null is not a string)
+    with PortkeyStandIn(metadata_semantics=semantics) as standin:
+        standin.seed("thread_1", metadata={"a": "1", "b": "2"})
+
+        # When an update tries to delete it with a JSON null
+        answer = post(standin, "thread_1", {"metadata": {"a": None}})
+
+        # Then it is a 400 naming the key, and the thread keeps both keys
+        assert answer.status == 400
+        assert answer.json["error"]["param"] == "metadata.a"
+        assert "got null" in answer.json["error"]["message"]
+        assert answer_thread(standin, "thread_1")["metadata"] == {"a": "1", "b": "2"}
+
+
+def test_merge_refuses_an_update_that_would_make_the_thread_hold_more_than_16_keys(
+    standin: PortkeyStandIn,
+) -> None:
+    # Given a thread holding 15 keys
+    held = {f"k{index:02d}": "v" for index in range(15)}
+    standin.seed("thread_1", metadata=held)
+
+    # When one update adds a 16th key and an existing one, and another would add two more
+    sixteenth = post(standin, "thread_1", {"metadata": {"k00": "new", "k15": "v"}})
+    beyond = post(standin, "thread_1", {"metadata": {"k16": "v", "k17": "v"}})
+
+    # Then the thread may hold 16 keys, but not more: a 400 naming the limit, the keys there stay
+    assert sixteenth.status == 200
+    assert len(sixteenth.json["metadata"]) == 16
+    assert beyond.status == 400
+    error = beyond.json["error"]
+    assert (error["type"], error["param"], error["code"]) == (
+        "invalid_request_error",
+        "metadata",
+        "object_above_max_properties",
+    )
+    assert "at most 16 properties" in error["message"]
+    assert "would hold 18 properties" in error["message"]
+    assert answer_thread(standin, "thread_1")["metadata"] == {**held, "k00": "new", "k15": "v"}
+
+
+def test_replace_accepts_16_new_keys_over_16_held_ones() -> None:
+    # Given a replacing upstream and a thread holding 16 keys
+    with PortkeyStandIn(metadata_semantics="replace") as standin:
+        standin.seed("thread_1", metadata={f"old{index}": "v" for index in range(16)})
+
+        # When an update sends 16 other keys
+        fresh = {f"new{index}": "v" for index in range(16)}
+        answer = post(standin, "thread_1", {"metadata": fresh})
+
+        # Then the map is replaced: the limit applies to the map sent, not to a merge
+        assert answer.status == 200
+        assert answer_thread(standin, "thread_1")["metadata"] == fresh
+
+
+def test_a_scripted_write_merges_and_is_not_stored_beyond_the_limit(standin: PortkeyStandIn) -> None:
+    # Given a thread holding 16 keys and two successes whose answers are lost mid-way (written upstream)
+    held = {f"k{index:02d}": "v" for index in range(16)}
+    standin.seed("thread_1", metadata=held)
+    standin.script("thread_1", Reply(drop="mid_response"), Reply(drop="mid_response"))
+
+    # When one update sets a held key and another adds a 17th
+    def send(metadata: dict[str, str]) -> None:
+        json.loads(post(standin, "thread_1", {"metadata": metadata}).body)
+
+    for metadata in ({"k00": "new"}, {"k16": "v"}):
+        with pytest.raises((http.client.IncompleteRead, ConnectionError, http.client.HTTPException)):
+            send(metadata)
+
+    # Then the first was merged in, the second was not stored
+    assert answer_thread(standin, "thread_1")["metadata"] == {**held, "k00": "new"}
+
+
+def test_an_unknown_metadata_semantics_is_refused() -> None:
+    with pytest.raises(ValueError, match="merge"):
+        PortkeyStandIn(metadata_semantics=cast(Any, "append"))
 
 
 def test_thread_snapshots_are_copies(standin: PortkeyStandIn) -> None:
@@ -472,10 +587,10 @@ def test_scripted_success_can_skip_the_store_and_send_a_custom_body(standin: Por
     # Then the first answers the stored thread without changing it
     assert not_applied.status == 200
     assert not_applied.json["metadata"] == {"old": "1"}
-    # And the second sends its body verbatim but still applies (2xx default)
+    # And the second sends its body verbatim but still applies (2xx default; merged, only its key)
     assert custom.body == b'{"custom": true}'
     assert custom.headers["x-extra"] == "yes"
-    assert answer_thread(standin, "thread_1")["metadata"] == {"newer": "1"}
+    assert answer_thread(standin, "thread_1")["metadata"] == {"old": "1", "newer": "1"}
 
 
 def test_scripted_error_can_apply_the_update(standin: PortkeyStandIn) -> None:
@@ -759,11 +874,17 @@ def test_url_requires_a_running_server() -> None:
 # --------------------------------------------------------------------------- standalone
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_module_runs_standalone_until_signalled(signum: signal.Signals) -> None:
-    # Given the stand-in started as a module
+@pytest.mark.parametrize(
+    ("signum", "semantics", "expected"),
+    [(signal.SIGTERM, "merge", {"a": "b", "c": "d"}), (signal.SIGINT, "replace", {"c": "d"})],
+)
+def test_module_runs_standalone_until_signalled(
+    signum: signal.Signals, semantics: str, expected: dict[str, str]
+) -> None:
+    # Given the stand-in started as a module, merging or replacing metadata
+    command = [sys.executable, "-m", "devstack.portkey_standin", "--port", "0", "--api-key", API_KEY]
     with subprocess.Popen(
-        [sys.executable, "-m", "devstack.portkey_standin", "--port", "0", "--api-key", API_KEY],
+        [*command, "--metadata-semantics", semantics],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -775,15 +896,16 @@ def test_module_runs_standalone_until_signalled(signum: signal.Signals) -> None:
             assert url.startswith("http://127.0.0.1:")
             assert url.endswith("/v1")
 
-            # When a request is sent to the printed URL
-            request = urllib.request.Request(
-                f"{url}/threads/thread_1", data=b'{"metadata": {"a": "b"}}', headers=HEADERS, method="POST"
-            )
-            with urllib.request.urlopen(request, timeout=5) as response:
-                body = json.loads(response.read())
+            # When two requests with different keys are sent to the printed URL
+            for data in (b'{"metadata": {"a": "b"}}', b'{"metadata": {"c": "d"}}'):
+                request = urllib.request.Request(
+                    f"{url}/threads/thread_1", data=data, headers=HEADERS, method="POST"
+                )
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    body = json.loads(response.read())
 
-            # Then it answers, and SIGTERM / Ctrl-C stops it cleanly
-            assert body["metadata"] == {"a": "b"}
+            # Then it answers as the option says, and SIGTERM / Ctrl-C stops it cleanly
+            assert body["metadata"] == expected
             process.send_signal(signum)
             assert process.wait(timeout=10) == 0
         finally:
