@@ -61,6 +61,9 @@ class SoakConfig:
     # request whose outcome is unknown, and such a request's thread is healed after heal_delay_s
     # (the template's defaults are 10 s and 120 s; short here so a run sees its heals).
     state_table: bool = True
+    # What the stand-in does with a metadata map (merge: keys left out stay; replace: the map is
+    # whole); the function runs with its default METADATA_SEMANTICS=merge, which must be right for both.
+    upstream_semantics: str = "merge"
     lease_grace_s: float = 1.0
     heal_delay_s: int = 2
     window_s: float = 0.0

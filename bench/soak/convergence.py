@@ -1,9 +1,11 @@
-"""The ordering run's check: every thread holds, per field, its newest applied update.
+"""The ordering run's check: every thread holds, per metadata key and per field, its newest applied update.
 
-What "newest applied" means (the function's ordering contract): of a thread's updates that were not
-dead-lettered (applied or superseded; a duplicate counts as its version once more), the one with the
-highest version that sets the field. Version-order application of those updates gives exactly that
-value; a thread whose stored field holds anything else is *stale*.
+What "newest applied" means (the function's ordering contract, METADATA_SEMANTICS=merge): of a
+thread's updates that were not dead-lettered (applied or superseded; a duplicate counts as its
+version once more), for each metadata key the value of the highest version that sets that key, and
+for ``tool_resources`` the highest version that sets it. Version-order application of those updates
+on a merging upstream gives exactly that; a thread that holds anything else is *stale*, whether the
+upstream merges or replaces.
 """
 
 from __future__ import annotations
@@ -44,15 +46,25 @@ def check_convergence(
         if buckets.get(message_id) not in _NOT_DEAD_LETTERED:
             continue
         fields = newest.setdefault(thread_id, {})
-        for name in UPDATE_FIELDS:
-            if name in document and (name not in fields or fields[name][0] < version):
-                fields[name] = (version, document[name])
+        if "tool_resources" in document and fields.get("tool_resources", (0, None))[0] < version:
+            fields["tool_resources"] = (version, document["tool_resources"])
+        for key, value in (document.get("metadata") or {}).items():
+            if fields.get(f"m:{key}", (0, None))[0] < version:
+                fields[f"m:{key}"] = (version, value)
     result = Convergence()
     for thread_id, stored in final_threads.items():
         result.threads_checked += 1
-        expected = newest.get(thread_id, {})
+        per_slot = newest.get(thread_id, {})
+        keys = {name[2:]: slot for name, slot in per_slot.items() if name.startswith("m:")}
+        expected = {
+            "metadata": (
+                max((v for v, _ in keys.values()), default=0),
+                {k: val for k, (_, val) in keys.items()},
+            ),
+            "tool_resources": per_slot.get("tool_resources", (0, {})),
+        }
         for name in UPDATE_FIELDS:
-            version, value = expected.get(name, (0, {}))  # version 0: no applied update sets it
+            version, value = expected[name]  # version 0: no applied update sets it
             actual = (stored or {}).get(name, {})
             if actual != value:
                 result.stale.append(

@@ -56,7 +56,9 @@ def ordering_plan(config: SoakConfig) -> list[Planned]:
             fields = rng.choice([("metadata",), ("tool_resources",), ("metadata", "tool_resources")])
             update: dict[str, Any] = {"thread_id": thread_id}
             if "metadata" in fields:
-                update["metadata"] = {"seq": str(seq), "run": run, "v": str(version)}
+                # seq and run in every map; a, b, c in some: each key's newest version must win
+                owned = {key: f"{key}{version}" for key in ("a", "b", "c") if rng.random() < 0.5}
+                update["metadata"] = {"seq": str(seq), "run": run, "v": str(version), **owned}
             if "tool_resources" in fields:
                 update["tool_resources"] = {"code_interpreter": {"file_ids": [f"file-{run}-{seq}"]}}
             plan.append(Planned(thread_id, _compact({**update, "version": version})))

@@ -38,6 +38,7 @@ EXPECTED_ENV_VARS = {
     "THREAD_STATE_TABLE",
     "THREAD_STATE_TTL_DAYS",
     "LATE_WRITE_HEAL_DELAY_SECONDS",
+    "METADATA_SEMANTICS",
 }
 # Managed policies SAM itself attaches: basic logging, and the SQS poller for the SQS event.
 SAM_ADDED_MANAGED_POLICIES = {
@@ -446,6 +447,7 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         "AlarmTopicArn": {"Default": ""},
         "ThreadStateTtlDays": {"Default": 45, "MinValue": 15},
         "LateWriteHealDelaySeconds": {"Default": 120, "MinValue": 10, "MaxValue": 43200},
+        "MetadataSemantics": {"Default": "merge", "AllowedValues": ["merge", "replace"]},
     }
     assert set(params) == set(expected)
     for name, attributes in expected.items():

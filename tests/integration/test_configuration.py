@@ -86,6 +86,22 @@ def test_missing_environment_variable_hands_every_record_back(
     assert f"{missing}: Field required" in logs.text()
 
 
+@pytest.mark.parametrize("value", ["merged", "REPLACE ", ""])
+def test_an_unknown_metadata_semantics_is_a_loud_configuration_error_and_nothing_is_sent(
+    value: str, invoke: Invoker, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs, portkey: PortkeyStandIn
+) -> None:
+    # Given METADATA_SEMANTICS names neither merge nor replace
+    monkeypatch.setenv("METADATA_SEMANTICS", value)
+    event = sqs_event([{"thread_id": "t1", "metadata": {"a": "1"}}])
+
+    # When a batch arrives, Then it is handed back whole, one ERROR names the variable, nothing is sent
+    assert failed_ids(invoke(event)) == all_ids(event)
+    errors = [line for line in logs.lines() if line.get("level") == "ERROR"]
+    assert len(errors) == 1
+    assert "METADATA_SEMANTICS" in errors[0]["message"] + str(errors[0].get("error", ""))
+    assert portkey.requests == []
+
+
 def test_configuration_error_fails_an_eventbridge_invocation(
     invoke: Invoker, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -132,19 +132,25 @@ def test_fifo_updates_through_injected_faults_leave_every_thread_at_its_last_upd
     assert checked >= len(by_thread) - len(gone) - 2  # a redriven last update is rare, not the rule
 
 
-def test_ordering_every_thread_ends_at_its_newest_applied_update_per_field(moto_endpoint: str) -> None:
-    # Given 60 threads x versions 1..5 (each update sets metadata, tool_resources or both), shuffled,
+@pytest.mark.parametrize("upstream", ["merge", "replace"])
+def test_ordering_every_thread_ends_at_its_newest_applied_update_per_key(
+    moto_endpoint: str, upstream: str
+) -> None:
+    # Given an upstream that merges metadata keys (or replaces the map), and 60 threads x versions
+    # 1..5 (each update sets metadata with some of keys a, b, c, tool_resources, or both), shuffled,
     # a fifth of them sent twice (the copy with its version as the message attribute), and a Portkey
     # failing ~30 % of requests, late writes among them: a timed-out request applied 1.5 s after the
     # client gave up, past the lease's 0.5 s grace, so only the heal (2 s) can undo it
-    config = ordering_config(threads=60, max_seconds=90)
+    config = ordering_config(
+        threads=60, max_seconds=90, upstream_semantics=upstream, label=f"ordering-{upstream}"
+    )
 
     # When 8 containers drain the queue through the real handler, with the state table
     report = run_soak(config, moto_endpoint)
     _publish(report)
 
     # Then every message is in exactly one place, and no thread holds anything but its newest
-    # applied update, field by field
+    # applied update, key by key and field by field
     assert report.problems == []
     assert set(report.buckets) == set(report.sent)
     assert report.stale == []
