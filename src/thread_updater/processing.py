@@ -61,23 +61,47 @@ class UpdateProcessor:
         return finished
 
     def _outcomes_of(self, jobs: Sequence[Job], deadline: float) -> list[Outcome]:
-        first = jobs[0]
-        problem = semantic_problem(first.update, self._applier.semantics) if first.update else None
-        if first.update is None or first.version is None or problem is not None:
-            reason = problem or first.invalid_reason or "invalid"
-            return [self._dead_letter(first, category=Category.VALIDATION, error=reason, deadline=deadline)]
-        members = [
-            Member(index=index, version=job.version or 0, update=job.update, trace_id=job.message_id)
-            for index, job in enumerate(jobs)
-            if job.update is not None
-        ]
+        """Dead-letter each job that cannot be applied; the rest go to the applier as one group."""
+        outcomes: dict[int, Outcome] = {}
+        members: list[Member] = []
+        for index, job in enumerate(jobs):
+            problem = self._problem_of(job)
+            if problem is not None or job.update is None:
+                outcomes[index] = self._dead_letter(
+                    job, category=Category.VALIDATION, error=problem or "invalid", deadline=deadline
+                )
+            else:
+                members.append(
+                    Member(index=index, version=job.version or 0, update=job.update, trace_id=job.message_id)
+                )
+        if members:
+            outcomes.update(self._group_outcomes(jobs, members, deadline))
+        return [outcomes[index] for index in range(len(jobs))]
+
+    def _problem_of(self, job: Job) -> str | None:
+        if job.update is None or job.version is None:
+            return job.invalid_reason or "invalid"
+        return semantic_problem(job.update, self._applier.semantics)
+
+    def _group_outcomes(
+        self, jobs: Sequence[Job], members: Sequence[Member], deadline: float
+    ) -> dict[int, Outcome]:
+        target = members[0].update.target
         try:
-            results = self._applier.apply(first.update.target, members, deadline=deadline)
+            results = self._applier.apply(target, members, deadline=deadline)
         except StateUnavailableError as error:
-            return [
-                _retry(job, f"state table: {error}", transient_delay(job.receive_count, None)) for job in jobs
-            ]
-        return [self._outcome_of(job, results[index], deadline) for index, job in enumerate(jobs)]
+            return {
+                member.index: _retry(
+                    jobs[member.index],
+                    f"state table: {error}",
+                    transient_delay(jobs[member.index].receive_count, None),
+                )
+                for member in members
+            }
+        return {
+            member.index: self._outcome_of(jobs[member.index], results[member.index], deadline)
+            for member in members
+        }
 
     def _outcome_of(self, job: Job, result: GroupResult, deadline: float) -> Outcome:
         if isinstance(result, Rejected):

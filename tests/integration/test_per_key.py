@@ -112,6 +112,23 @@ def test_metadata_null_cannot_be_merged_and_is_a_validation_letter(
 
 
 @pytest.mark.usefixtures("state_table")
+def test_a_null_metadata_among_valid_updates_of_the_same_thread_is_the_only_letter(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, logs: FunctionLogs
+) -> None:
+    # Given one batch for one thread: v1 {a:1}, then a metadata null, then v3 {b:3}
+    invoke(
+        sqs_event([update(1, a="1"), {"thread_id": THREAD, "version": 2, "metadata": None}, update(3, b="3")])
+    )
+
+    # Then the null is dead-lettered alone, the other two go out in one request, every record has
+    # exactly one outcome
+    [letter] = aws.dead_letters()
+    assert "cannot delete keys" in letter["error"]
+    assert [line["outcome"] for line in outcomes(logs)] == ["success", "dead_lettered", "success"]
+    assert [request.json for request in portkey.requests] == [{"metadata": {"a": "1", "b": "3"}}]
+
+
+@pytest.mark.usefixtures("state_table")
 def test_with_replace_semantics_the_newest_map_wins_whole(
     invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs
 ) -> None:
