@@ -92,6 +92,7 @@ def settle(
         superseded={
             str(line["message_id"]): line for line in outcome_lines if line.get("outcome") == "superseded"
         },
+        carried_by=_carriers(outcome_lines),
     )
     buckets: dict[str, str] = {}
     for message_id, body in sent.bodies.items():
@@ -195,6 +196,16 @@ def _answered_2xx(standin: FaultyStandIn) -> collections.Counter[str]:
     return answered
 
 
+def _carriers(outcome_lines: Sequence[Mapping[str, Any]]) -> dict[str, frozenset[str]]:
+    """Message id -> the trace ids of the requests that applied it: the function sends a thread's
+    updates of one batch in one request, traced by the newest one's message id."""
+    carriers: dict[str, set[str]] = collections.defaultdict(set)
+    for line in outcome_lines:
+        if line.get("outcome") == "success" and isinstance(line.get("portkey_trace_id"), str):
+            carriers[str(line["message_id"])].add(line["portkey_trace_id"])
+    return {message_id: frozenset(traces) for message_id, traces in carriers.items()}
+
+
 def _receives(worker_results: Sequence[WorkerResult]) -> collections.Counter[str]:
     """How often each message was received, over all containers."""
     receives = collections.Counter[str]()
@@ -214,6 +225,7 @@ class _Ledger:
     answered_2xx: collections.Counter[str]
     receives: collections.Counter[str]
     superseded: Mapping[str, Mapping[str, Any]]  # message id -> its "superseded" outcome line
+    carried_by: Mapping[str, frozenset[str]]  # message id -> trace ids of the requests that applied it
 
     def place(self, message_id: str, body: str, *, to_gone_thread: bool) -> tuple[str | None, list[str]]:
         """The one place this message id ended up (None if not exactly one), and what contradicts it."""
@@ -272,7 +284,8 @@ class _Ledger:
 
     def _applied_problems(self, message_id: str, *, to_gone_thread: bool) -> list[str]:
         problems = []
-        if not self.answered_2xx[message_id]:
+        traces = self.carried_by.get(message_id, frozenset()) | {message_id}
+        if not any(self.answered_2xx[trace_id] for trace_id in traces):
             problems.append(f"{message_id}: acknowledged as applied, but Portkey never answered 2xx")
         if to_gone_thread:
             problems.append(f"{message_id}: applied to a thread that always answers 404")

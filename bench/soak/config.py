@@ -49,13 +49,15 @@ class SoakConfig:
     max_receive_count: int = 5
     read_timeout_s: float = 0.5
     # Each invocation gets this much time (LocalContext). The function dead-letters only while it
-    # has thread_updater.aws.WORST_CASE_CALL_S left, so this must be well above that. The source
+    # has thread_updater.aws.WORST_CASE_CALL_S left, and with the state table keeps
+    # thread_updater.applier.RECORD_RESERVE_S back from every Portkey call to record its result, so
+    # this must be well above their sum (at 12 s no call could start). The source
     # queue's visibility timeout must exceed it (the template's is 660 s for 60 s), or a message
     # still being processed is delivered to a second container. A handed-back message reappears
     # after the function's own retry delay, shortened to at most max_handback_delay_s (see
     # bench.soak.worker._SerializedPoller._settle), which must not be below the heal delay.
-    function_timeout_s: float = 12.0
-    visibility_timeout_s: int = 15
+    function_timeout_s: float = 20.0
+    visibility_timeout_s: int = 25
     max_handback_delay_s: int = 3
     # The state table (THREAD_STATE_TABLE) and its timings: a thread stays held this long after a
     # request whose outcome is unknown, and such a request's thread is healed after heal_delay_s

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 from thread_updater.aws import WORST_CASE_CALL_S
 from thread_updater.handback import busy_delay, wait_delay
-from thread_updater.models import Target, Update
+from thread_updater.models import Target, TargetKind, Update
 from thread_updater.observability import logger
 from thread_updater.ordering import Candidate, Disposition, GroupPlan, normalised, plan_group
 from thread_updater.portkey import CallOutcome, CallResult, PortkeyClient
@@ -220,7 +220,11 @@ class _Run:
 
     def _send(self, plan: GroupPlan, *, trace_id: str) -> CallOutcome:
         """The request, and what its answer means for the slots it carried."""
-        body = request_body({name: sent.value for name, sent in plan.send.items()}, self.semantics)
+        body = request_body(
+            {name: sent.value for name, sent in plan.send.items()},
+            self.semantics,
+            metadata_required=self.target.kind is TargetKind.CONVERSATION,
+        )
         call = self.applier._client.modify(
             self.target, body, trace_id=trace_id, deadline=self.deadline - self.reserve_s
         )

@@ -97,8 +97,14 @@ def metadata_keys(slots: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(name for name in slots if name.startswith(KEY_PREFIX))
 
 
-def request_body(values: Mapping[str, Any], semantics: Semantics) -> dict[str, Any]:
-    """The Modify body that sets these slots (slot → value)."""
+def request_body(
+    values: Mapping[str, Any], semantics: Semantics, *, metadata_required: bool
+) -> dict[str, Any]:
+    """The Modify body that sets these slots (slot → value).
+
+    ``metadata_required``: Modify Conversation requires the field, so a request that sets no key
+    still carries ``{"metadata": {}}`` (under merge: set nothing). Modify Thread then gets ``{}``.
+    """
     body: dict[str, Any] = {}
     if semantics is Semantics.REPLACE:
         if METADATA in values:
@@ -107,6 +113,8 @@ def request_body(values: Mapping[str, Any], semantics: Semantics) -> dict[str, A
         keys = {name[len(KEY_PREFIX) :]: values[name] for name in sorted(metadata_keys(values))}
         if keys:
             body[METADATA] = keys
+    if metadata_required and METADATA not in body:
+        body[METADATA] = {}
     if TOOL_RESOURCES in values:
         body[TOOL_RESOURCES] = values[TOOL_RESOURCES]
     return body

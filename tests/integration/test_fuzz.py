@@ -565,13 +565,15 @@ def test_every_record_of_any_batch_is_sent_exactly_or_dead_lettered_with_its_pay
     assert response == {"batchItemFailures": []}
     dead_letters = drain(aws)
     assert {(letter["category"], letter["attempts"], letter["source"]) for letter in dead_letters} <= {
-        ("validation", 0, "sqs")
+        ("validation", 0, "sqs"),
+        ("rejected", 0, "sqs"),  # over the 16-key limit (below), before any request
     }
     letters = Counter((str(letter["message_id"]), letter["payload"]) for letter in dead_letters)
     assert all(letter_count == 1 or message_id == "" for (message_id, _), letter_count in letters.items())
     requests = {request.headers.get("x-portkey-trace-id"): request for request in portkey.requests}
     assert len(requests) == len(portkey.requests)
     expected_letters: Counter[tuple[str, str]] = Counter()
+    groups: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
     for record in records:
         job = sqs_job(record)
         if not applicable(job):
@@ -579,14 +581,50 @@ def test_every_record_of_any_batch_is_sent_exactly_or_dead_lettered_with_its_pay
             expected_letters[(job.message_id, job.payload)] += 1
             assert job.message_id not in requests or job.message_id == ""
             continue
-        # ... and every valid one was sent once, to its own path, with exactly its fields
         document = json.loads(record["body"])
         detail = document["detail"] if "detail-type" in document and "detail" in document else document
-        request = requests.pop(record["messageId"])
-        assert request.path == f"/v1/threads/{detail['thread_id']}"
-        assert request.json == {key: value for key, value in detail.items() if key != "thread_id"}
+        groups.setdefault(detail["thread_id"], []).append((job, detail))
+    over_limit = {
+        str(letter["message_id"])
+        for letter in dead_letters
+        if "more than 16 metadata keys" in letter["error"]
+    }
+    for thread_id, members in groups.items():
+        # ... and the valid updates of each thread went out in one request, to the thread's own path,
+        # with each key's (field's) newest value: the newest by version, then by place in the batch;
+        # only an update that would take the thread past 16 keys is left out, as a letter of its own
+        kept = [(job, detail) for job, detail in members if job.message_id not in over_limit]
+        letters_here = [(job.message_id, job.payload) for job, _ in members if job.message_id in over_limit]
+        expected_letters.update(letters_here)
+        if letters_here:
+            assert len(set().union(*(detail.get("metadata") or {} for _, detail in members))) > 16
+        newest = max(range(len(kept)), key=lambda place: (kept[place][0].version, place))
+        request = requests.pop(sent_trace_id(kept[newest][0].message_id))
+        assert request.path == f"/v1/threads/{thread_id}"
+        assert request.json == newest_per_key(
+            [detail for _, detail in kept], [job.version for job, _ in kept]
+        )
     assert requests == {}
     assert letters == expected_letters
+
+
+def newest_per_key(details: list[dict[str, Any]], versions: list[int]) -> dict[str, Any]:
+    """The oracle's request for one thread's updates: each metadata key and ``tool_resources`` from
+    the newest update that sets it (version, then place in the batch)."""
+    metadata: dict[str, tuple[tuple[int, int], Any]] = {}
+    tool_resources: tuple[tuple[int, int], Any] | None = None
+    for place, (detail, version) in enumerate(zip(details, versions, strict=True)):
+        for key, value in (detail.get("metadata") or {}).items():
+            if key not in metadata or (version, place) >= metadata[key][0]:
+                metadata[key] = ((version, place), value)
+        if "tool_resources" in detail and (tool_resources is None or (version, place) >= tool_resources[0]):
+            tool_resources = ((version, place), detail["tool_resources"])
+    body: dict[str, Any] = {}
+    if metadata:
+        body["metadata"] = {key: value for key, (_, value) in sorted(metadata.items())}
+    if tool_resources is not None:
+        body["tool_resources"] = tool_resources[1]
+    return body
 
 
 def applicable(job: Any) -> bool:

@@ -23,7 +23,7 @@ def candidate(index: int, version: int, slots: dict[str, Any]) -> Candidate:
 
 
 def body(plan: GroupPlan, semantics: Semantics = MERGE) -> dict[str, Any]:
-    return request_body({name: sent.value for name, sent in plan.send.items()}, semantics)
+    return request_body({name: sent.value for name, sent in plan.send.items()}, semantics, metadata_required=False)
 
 
 def test_under_merge_each_key_takes_its_newest_version_whatever_the_arrival_order() -> None:
