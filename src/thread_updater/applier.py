@@ -287,11 +287,10 @@ class _Run:
         own = self.candidates_by_index[index].slots
         won = plan.won[index]
         partial = won != frozenset(own)
-        newer = [plan.send[name].version for name in own if name not in won]
         return Applied(
             call=call,
             sent=tuple(sorted(_slot_label(name) for name in won)) if partial else None,
-            newer_version=max(newer) if newer else None,
+            newer_version=plan.newer.get(index),
             healed=healed,
         )
 

@@ -78,7 +78,7 @@ class GroupPlan:
     send: Mapping[str, Sent]  # every slot of the request, with the version it carries
     won: Mapping[int, frozenset[str]]  # contributing candidate → the slots it wins
     healed: frozenset[str]  # slots sent again after a possible late write
-    newer: Mapping[int, int]  # superseded or shadowed candidate → the newest version covering it
+    newer: Mapping[int, int]  # candidate → the newest version covering (some of) its slots
     waiting_for: Mapping[int, tuple[str, int]]  # waiting candidate → (slot, version in doubt)
     wait_until_ms: int | None  # when the earliest wait is worth retrying
     key_count: int  # metadata keys the target holds once the request is applied (merge)
@@ -154,10 +154,18 @@ def plan_group(
     won: dict[int, frozenset[str]] = {}
     newer: dict[int, int] = {}
     for candidate in active:
-        mine = frozenset(name for name, winner in winners.items() if winner is candidate)
+        # A slot won by an equal version (the same update delivered twice) counts as its own too.
+        mine = frozenset(
+            name
+            for name, winner in winners.items()
+            if name in candidate.slots and winner.version == candidate.version
+        )
         if mine or not candidate.slots:  # an update that sets nothing is still sent (a no-op for it)
             won[candidate.index] = mine
             dispositions[candidate.index] = Disposition.CONTRIBUTES
+            lost = [_newer_version(slots, winners, name) for name in candidate.slots if name not in mine]
+            if lost:
+                newer[candidate.index] = max(lost)
             continue
         covering = [_newer_version(slots, winners, name) for name in candidate.slots]
         newer[candidate.index] = max(covering)

@@ -54,9 +54,10 @@ def _messages_to(report: SoakReport, threads: set[str]) -> set[str]:
     }
 
 
-# Each soak stops itself after its own max_seconds; pytest's default 120 s test timeout must not cut
-# one short on a busy machine (setup, moto and the stand-in come on top of the run itself).
-pytestmark = pytest.mark.timeout(400)
+# Each soak stops itself after its own max_seconds, a bound for a machine busy with other work (on
+# an idle 2-core machine the runs drain in a quarter of it); pytest's default 120 s test timeout must
+# not cut one short (setup, moto and the stand-in come on top of the run itself).
+pytestmark = pytest.mark.timeout(600)
 
 
 def test_two_thousand_updates_through_injected_faults_each_end_in_exactly_one_place(
@@ -64,7 +65,7 @@ def test_two_thousand_updates_through_injected_faults_each_end_in_exactly_one_pl
 ) -> None:
     # Given 2,000 updates over 300 threads on a standard queue (redrive after 5 receives), 5 threads
     # that Portkey answers 404 for, and a Portkey that fails ~30 % of the requests in every way it can
-    config = SoakConfig(updates=2000, threads=300, label="ci-standard", max_seconds=110)
+    config = SoakConfig(updates=2000, threads=300, label="ci-standard", max_seconds=360)
 
     # When 8 containers drain the queue through the real handler
     report = run_soak(config, moto_endpoint)
@@ -96,7 +97,7 @@ def test_fifo_updates_through_injected_faults_leave_every_thread_at_its_last_upd
     # after the client gave up could overtake the next update, and Modify Thread has no conditional
     # update a client could use to prevent that (a property of the API, not of this function)
     config = SoakConfig(
-        updates=400, threads=60, fifo=True, late_timeout_writes=False, label="ci-fifo", max_seconds=80
+        updates=400, threads=60, fifo=True, late_timeout_writes=False, label="ci-fifo", max_seconds=300
     )
 
     # When 8 containers drain the queue through the real handler
@@ -142,7 +143,7 @@ def test_ordering_every_thread_ends_at_its_newest_applied_update_per_key(
     # failing ~30 % of requests, late writes among them: a timed-out request applied 1.5 s after the
     # client gave up, past the lease's 0.5 s grace, so only the heal (2 s) can undo it
     config = ordering_config(
-        threads=60, max_seconds=90, upstream_semantics=upstream, label=f"ordering-{upstream}"
+        threads=60, max_seconds=300, upstream_semantics=upstream, label=f"ordering-{upstream}"
     )
 
     # When 8 containers drain the queue through the real handler, with the state table
@@ -165,7 +166,7 @@ def test_ordering_every_thread_ends_at_its_newest_applied_update_per_key(
 
 def test_ordering_without_the_state_table_leaves_threads_stale(moto_endpoint: str) -> None:
     # Given the same run without THREAD_STATE_TABLE (lanes order updates within a batch only)
-    config = ordering_config(threads=60, state_table=False, max_seconds=90)
+    config = ordering_config(threads=60, state_table=False, max_seconds=300)
 
     # When it drains
     report = run_soak(config, moto_endpoint)
@@ -174,5 +175,4 @@ def test_ordering_without_the_state_table_leaves_threads_stale(moto_endpoint: st
     # Then every message is still in exactly one place, but threads end on older updates: the
     # check of the run above fails without the table
     assert report.problems == []
-    assert report.figures["superseded (acknowledged without a request of their own)"] == 0
     assert report.figures["stale threads at the end"] > 0

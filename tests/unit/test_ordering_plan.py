@@ -23,7 +23,9 @@ def candidate(index: int, version: int, slots: dict[str, Any]) -> Candidate:
 
 
 def body(plan: GroupPlan, semantics: Semantics = MERGE) -> dict[str, Any]:
-    return request_body({name: sent.value for name, sent in plan.send.items()}, semantics, metadata_required=False)
+    return request_body(
+        {name: sent.value for name, sent in plan.send.items()}, semantics, metadata_required=False
+    )
 
 
 def test_under_merge_each_key_takes_its_newest_version_whatever_the_arrival_order() -> None:
@@ -179,3 +181,25 @@ def test_a_wait_for_a_heal_hours_away_is_one_receive_not_many() -> None:
     # LATE_WRITE_HEAL_DELAY_SECONDS may be 12 h: a waiting update must not burn a receive every 300 s
     assert 3 * 3600 <= wait_delay(NOW + 3 * 3600 * 1000, NOW) <= 3 * 3600 + 1
     assert wait_delay(NOW + 13 * 3600 * 1000, NOW) == MAX_VISIBILITY_S
+
+
+def test_the_same_update_twice_in_a_batch_is_applied_twice_not_superseded_by_itself() -> None:
+    # Given v4 delivered twice in one batch (the body copy and the attribute copy)
+    group = [candidate(0, 4, keys(a="4")), candidate(1, 4, keys(a="4"))]
+
+    # When planned, then both contribute and neither names itself as the newer version
+    plan = plan_group({}, group, now=NOW, semantics=MERGE)
+    assert plan.dispositions == {0: Disposition.CONTRIBUTES, 1: Disposition.CONTRIBUTES}
+    assert plan.newer == {}
+
+
+def test_a_partly_covered_update_names_the_version_that_covers_a_field_not_sent() -> None:
+    # Given tool_resources@5 in the table (a field, never carried), and v3 setting a key and it
+    state = {"tool_resources": SlotState(version=5, value={"code_interpreter": {"file_ids": []}})}
+    update = {"m:a": "3", "tool_resources": {"code_interpreter": {"file_ids": ["f"]}}}
+
+    # When planned, then v3 sends its key only, and names v5 as the newer version of the rest
+    plan = plan_group(state, [candidate(0, 3, update)], now=NOW, semantics=MERGE)
+    assert plan.won == {0: frozenset({"m:a"})}
+    assert body(plan) == {"metadata": {"a": "3"}}
+    assert plan.newer == {0: 5}
