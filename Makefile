@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv sam gateway test lint typecheck validate security unit integration e2e infra tooling pytest run up down dlq bench package clean
+.PHONY: venv sam gateway test lint typecheck validate security unit integration e2e infra tooling pytest run invoke up down dlq bench package clean
 
 venv: $(STAMP)
 
@@ -83,6 +83,12 @@ test: lint typecheck validate security pytest
 
 run: venv
 	$(BIN)/python -m devstack.run $(ARGS)
+
+# One event file through the packaged function under AWS's runtime interface client, with moto and
+# the Portkey stand-in (ARGS=--live: a real Portkey): make invoke EVENT=events/sqs-batch.json
+invoke: venv
+	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=path/to/event.json [ARGS=--live]" >&2; exit 2; }
+	$(BIN)/python -m devstack.invoke $(EVENT) $(ARGS)
 
 # A local stack left running for rehearsing the DLQ tool: moto (the template's queues, secret, bus and
 # rule), the Portkey stand-in and the function behind a poller. `make up` prints the variables to
