@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv sam gateway test lint typecheck validate security unit integration e2e infra tooling pytest run invoke up down dlq bench package clean
+.PHONY: venv sam gateway test lint typecheck validate security unit integration e2e infra tooling pytest run invoke up down dlq bench package deploy clean
 
 venv: $(STAMP)
 
@@ -104,12 +104,17 @@ dlq: venv
 	$(BIN)/python -m ops.dlq $(ARGS)
 
 # The deployable function for Lambda's python3.12 runtime, built without Docker or a local Python 3.12:
-# build/package/ (what /var/task holds), build/package.zip, and .aws-sam/build/template.yaml pointing at
-# the zip, which `sam deploy` picks up. ARCH=arm64 builds for Graviton (and sets Architectures).
+# build/package/ (what /var/task holds), build/package.zip, and, once the zip is checked complete for
+# the runtime (the handler and every dependency), build/deploy/template.yaml pointing at it, which
+# `sam deploy` deploys (samconfig.toml). ARCH=arm64 builds for Graviton (and sets Architectures).
 ARCH ?= x86_64
 
 package: venv
 	$(BIN)/python tools/package.py --arch $(ARCH)
+
+# Build, check and deploy with the project's own SAM CLI (.venv-sam); ARGS go to `sam deploy`.
+deploy: package sam
+	$(SAM) deploy $(ARGS)
 
 # Not part of `make test`: installs the benchmark-only extras (Portkey SDK, matplotlib), then runs it.
 bench: venv

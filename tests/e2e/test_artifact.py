@@ -218,7 +218,7 @@ print(json.dumps({"imports": results, "boto3": boto3.__file__, "queues": queues.
 def lambda_package_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The function as `make package` builds it: compiled modules for CPython 3.12 on x86_64 only."""
     project = tmp_path_factory.mktemp("lambda-package")
-    return build_package(out_dir=project / "build", sam_build_dir=project / ".aws-sam" / "build").directory
+    return build_package(out_dir=project / "build", deploy_dir=project / "build" / "deploy").directory
 
 
 def _importable_names(root: Path) -> list[str]:
