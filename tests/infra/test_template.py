@@ -123,6 +123,39 @@ def test_validation_script_passes(validation_run: tuple[subprocess.CompletedProc
     for step in ("cfn-lint on", "SAM translation of", "cfn-lint on the translated"):
         assert step in completed.stdout
     assert output.is_file()
+    # and nothing that looks like a failure either: no warning, every step "ok"
+    assert "[Warning]" not in completed.stdout
+    assert "W3037" not in completed.stdout
+    assert completed.stdout.count(": ok\n") == 3, completed.stdout
+
+
+def test_w3037_is_ignored_only_for_the_function_and_what_sam_generates_from_it(
+    tmp_path: Path, translated: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    # GIVEN the function's cfn-lint directives: W3037 alone (SQSPollerPolicy's batch actions)
+    directives = {"cfn-lint": {"config": {"ignore_checks": ["W3037"]}}}
+    assert resources[FUNCTION_ID]["Metadata"] == directives
+    # THEN the translation carries them onto the execution role SAM generates, and not beyond
+    assert translated["Resources"][f"{FUNCTION_ID}Role"]["Metadata"] == directives
+    assert "Metadata" not in translated["Resources"]["FunctionPermissionsBoundary"]
+
+    # WHEN the hand-written permissions boundary names a batch action
+    source = TEMPLATE.read_text()
+    old = "              - sqs:ChangeMessageVisibility\n            Resource: !GetAtt SourceQueue.Arn"
+    assert source.count(old) == 1, "the mutation no longer applies; update this test"
+    broken = tmp_path / "template.yaml"
+    broken.write_text(
+        source.replace(
+            old, old.replace("Visibility\n", "Visibility\n              - sqs:DeleteMessageBatch\n")
+        )
+    )
+    result = validate(broken)
+
+    # THEN W3037 still reports it there
+    w3037 = [f for f in result.findings if f.rule == "W3037"]
+    assert [f.location.split(" ", 1)[1].split("/")[1] for f in w3037] == ["FunctionPermissionsBoundary"], (
+        w3037
+    )
 
 
 _WINDOW = """            MaximumBatchingWindowInSeconds: !If
