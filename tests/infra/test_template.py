@@ -686,6 +686,30 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         assert not re.fullmatch(params["PortkeySecretArn"]["AllowedPattern"], secret_arn), incomplete
 
 
+def test_deploy_md_lists_every_parameter_once_with_the_templates_default_and_range(
+    template: dict[str, Any],
+) -> None:
+    # GIVEN the parameters table of docs/deploy.md
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in (REPO_ROOT / "docs" / "deploy.md").read_text().splitlines()
+        if line.startswith("| `")
+    ]
+    params = template["Parameters"]
+    listed = [row[0].strip("`") for row in rows if row[0].strip("`") in params]
+    # THEN each parameter is there exactly once
+    assert sorted(listed) == sorted(params)
+    for name, default, meaning in (row[:3] for row in rows if row[0].strip("`") in params):
+        parameter = params[name.strip("`")]
+        # with the template's default
+        if isinstance(parameter.get("Default"), int):
+            assert default == str(parameter["Default"]), name
+        # and, where it quotes a range, the template's MinValue-MaxValue
+        quoted = re.search(r"\((\d+)\u2013(\d+)[;)]", meaning)
+        if quoted and "MaxValue" in parameter:
+            assert (int(quoted[1]), int(quoted[2])) == (parameter["MinValue"], parameter["MaxValue"]), name
+
+
 # --------------------------------------------------------------------------- alarms / dashboard
 
 NAMESPACE = "PortkeyThreadUpdater"
@@ -946,7 +970,8 @@ def test_outputs_present(template: dict[str, Any]) -> None:
 
 def test_samconfig(template: dict[str, Any]) -> None:
     """Given samconfig.toml, then it names the stack and a region, lints on validate, deploys with
-    IAM capability, overrides every parameter the template declares, and uses events/env.json."""
+    IAM capability, overrides every parameter the template declares exactly once, and uses
+    events/env.json."""
     config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text())
     assert config["version"] == 0.1
     default = config["default"]
@@ -956,6 +981,8 @@ def test_samconfig(template: dict[str, Any]) -> None:
     deploy = default["deploy"]["parameters"]
     assert deploy["capabilities"] == "CAPABILITY_IAM"
     assert deploy["resolve_s3"] is True
+    names = [item.split("=", 1)[0] for item in deploy["parameter_overrides"]]
+    assert sorted(names) == sorted(set(names)), "a parameter is listed twice"
     overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
     assert set(overrides) == set(template["Parameters"])
     assert default["local_invoke"]["parameters"]["env_vars"] == "events/env.json"
