@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv sam gateway test lint typecheck validate security unit integration e2e infra tooling pytest run up down dlq bench package clean
+.PHONY: venv sam gateway test lint typecheck validate security unit integration e2e infra tooling pytest run invoke up down dlq bench package deploy clean
 
 venv: $(STAMP)
 
@@ -49,12 +49,13 @@ validate: venv sam
 	$(BIN)/python tools/validate_template.py
 	$(SAM) validate
 
-# bandit: no high-severity finding in the shipped code. pip-audit: fails on a known vulnerability in
-# the runtime requirements; a package it cannot look up (no route to its vulnerability service) is
-# listed under "Skip Reason" instead: printed, not failed on, unless AUDIT_STRICT=1.
+# bandit: no high-severity finding in the shipped code. tools/audit.py runs pip-audit on the runtime
+# requirements as pip resolves them and says how many packages it audited: fails on a known
+# vulnerability; a package it cannot look up (no route to its vulnerability service) is listed as
+# NOT audited: printed, not failed on, unless AUDIT_STRICT=1.
 security: venv
 	$(BIN)/bandit --quiet --recursive src --severity-level high
-	$(BIN)/pip-audit --requirement src/requirements.txt --progress-spinner off $(if $(AUDIT_STRICT),--strict)
+	$(BIN)/python tools/audit.py $(if $(AUDIT_STRICT),--strict)
 
 # Test tiers (tests/<tier>/): unit needs no servers and no Node; integration runs moto and the Portkey
 # stand-in on loopback; e2e adds the real gateway (Node), the local runner and the packaged artifact;
@@ -84,6 +85,12 @@ test: lint typecheck validate security pytest
 run: venv
 	$(BIN)/python -m devstack.run $(ARGS)
 
+# One event file through the packaged function under AWS's runtime interface client, with moto and
+# the Portkey stand-in (ARGS=--live: a real Portkey): make invoke EVENT=events/sqs-batch.json
+invoke: venv
+	@test -n "$(EVENT)" || { echo "usage: make invoke EVENT=path/to/event.json [ARGS=--live]" >&2; exit 2; }
+	$(BIN)/python -m devstack.invoke $(EVENT) $(ARGS)
+
 # A local stack left running for rehearsing the DLQ tool: moto (the template's queues, secret, bus and
 # rule), the Portkey stand-in and the function behind a poller. `make up` prints the variables to
 # export (also written to build/devstack/env.sh); `make down` stops it.
@@ -98,12 +105,17 @@ dlq: venv
 	$(BIN)/python -m ops.dlq $(ARGS)
 
 # The deployable function for Lambda's python3.12 runtime, built without Docker or a local Python 3.12:
-# build/package/ (what /var/task holds), build/package.zip, and .aws-sam/build/template.yaml pointing at
-# the zip, which `sam deploy` picks up. ARCH=arm64 builds for Graviton (and sets Architectures).
+# build/package/ (what /var/task holds), build/package.zip, and, once the zip is checked complete for
+# the runtime (the handler and every dependency), build/deploy/template.yaml pointing at it, which
+# `sam deploy` deploys (samconfig.toml). ARCH=arm64 builds for Graviton (and sets Architectures).
 ARCH ?= x86_64
 
 package: venv
 	$(BIN)/python tools/package.py --arch $(ARCH)
+
+# Build, check and deploy with the project's own SAM CLI (.venv-sam); ARGS go to `sam deploy`.
+deploy: package sam
+	$(SAM) deploy $(ARGS)
 
 # Not part of `make test`: installs the benchmark-only extras (Portkey SDK, matplotlib), then runs it.
 bench: venv

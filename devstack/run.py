@@ -105,6 +105,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def serve_gone_thread(stand_in: PortkeyStandIn) -> None:
+    """``GONE_THREAD`` answers 404 with OpenAI's error body, as a thread behind a sunset API would."""
+    message = f"No thread found with id '{GONE_THREAD}'."
+    stand_in.always(
+        GONE_THREAD, Reply(status=404, body={"error": {"message": message, "type": "invalid_request_error"}})
+    )
+
+
 def sample_bodies() -> list[str]:
     """SQS bodies from the samples: the SQS batch and the EventBridge-through-SQS batch."""
     bodies: list[str] = []
@@ -369,18 +377,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         ) as stand_in,
         optional_gateway(args.gateway, args.log_file.with_name("local-run-gateway.log")) as gateway,
     ):
-        stand_in.always(
-            GONE_THREAD,
-            Reply(
-                status=404,
-                body={
-                    "error": {
-                        "message": f"No thread found with id '{GONE_THREAD}'.",
-                        "type": "invalid_request_error",
-                    }
-                },
-            ),
-        )
+        serve_gone_thread(stand_in)
         route = choose_route(live, stand_in, gateway)
         resources = create_resources(
             endpoint,
@@ -404,13 +401,19 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
             return report(out, args, processed, logged, resources, stand_in)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def until_interrupted(work: Callable[[], int]) -> int:
+    """``work()``'s exit status, or 130 after Ctrl-C (or SIGTERM under :func:`sigterm_as_interrupt`)."""
     try:
-        return run(args, sys.stdout)
+        return work()
     except KeyboardInterrupt:
         sys.stdout.write("\ninterrupted: everything started was stopped\n")
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return until_interrupted(lambda: run(args, sys.stdout))
     except GatewayUnavailable as error:  # --gateway without node or tools/gateway installed
         sys.stderr.write(f"--gateway: {error}\n")
         return 2

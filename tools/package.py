@@ -9,22 +9,34 @@ whatever interpreter runs it, and writes:
 * ``build/package/``: the function as Lambda unpacks it into ``/var/task`` (dependencies + ``src/``);
 * ``build/package.zip``: that directory zipped (sorted entries, fixed timestamps: the same inputs
   give the same bytes), ready for ``aws lambda update-function-code --zip-file``;
-* ``.aws-sam/build/template.yaml``: ``template.yaml`` with ``CodeUri`` pointing at the zip and
-  ``Architectures`` set to the target, where ``sam build`` would put its output, so a plain
-  ``sam deploy`` (which prefers that file, and reads samconfig.toml from the project) deploys it.
+* ``build/deploy/template.yaml``: ``template.yaml`` with ``CodeUri`` pointing at the zip and
+  ``Architectures`` set to the target: what ``sam deploy`` deploys (samconfig.toml names it as the
+  deploy and package ``template_file``), written only once the zip passed :func:`check_package`.
+
+Before it writes that template, the zip is checked as Lambda would load it (:func:`check_package`):
+``handler.py`` defines ``lambda_handler``, every module the function imports is in the zip or the
+standard library, every requirement of ``src/requirements.txt`` and of what they require (markers
+evaluated for the runtime) is installed at an allowed version, and every wheel and compiled module
+is pure Python or built for the runtime's CPython and architecture. A zip that fails is not deployed:
+the deploy template is removed first and not written again, and the problems are printed (exit 1).
+``--check`` checks the existing zip only.
 
 Usage::
 
-    .venv/bin/python tools/package.py [--arch x86_64|arm64]      # make package [ARCH=arm64]
+    .venv/bin/python tools/package.py [--arch x86_64|arm64]          # make package [ARCH=arm64]
+    .venv/bin/python tools/package.py --check [--arch x86_64|arm64]  # check build/package.zip only
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import os
+import re
 import shutil
 import sys
 import zipfile
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +44,19 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from devstack.artifact import LAMBDA_ARCHITECTURES, LambdaPlatform, build_artifact
+from packaging.markers import Marker
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from devstack.artifact import LAMBDA_ARCHITECTURES, REQUIREMENTS, SRC, LambdaPlatform, build_artifact
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
 OUT_DIR = ROOT / "build"
-SAM_BUILD_DIR = ROOT / ".aws-sam" / "build"
+DEPLOY_DIR = OUT_DIR / "deploy"
+"""Where the deploy template goes: not ``.aws-sam/build/``, which ``sam build`` empties and refills."""
+HANDLER = "handler.lambda_handler"  # template.yaml: Handler
+_ELF_MACHINES = {"x86_64": 62, "aarch64": 183}  # e_machine: EM_X86_64, EM_AARCH64
 PACKAGE_NAME = "package"
 _SOURCE_CODE_URI = "      CodeUri: src/\n"
 _SOURCE_ARCHITECTURES = "    Architectures:\n      - x86_64\n"
@@ -88,22 +107,220 @@ def built_template(source: str, *, code_uri: str, architecture: str) -> str:
     return header + text
 
 
-def build_package(
-    architecture: str = "x86_64", *, out_dir: Path = OUT_DIR, sam_build_dir: Path = SAM_BUILD_DIR
-) -> Package:
-    """Build the package directory, its zip and the SAM build template (replacing earlier ones)."""
-    lambda_platform = LambdaPlatform(architecture=architecture)
-    directory = out_dir / PACKAGE_NAME
-    if directory.exists():
-        shutil.rmtree(directory)
-    build_artifact(directory, lambda_platform=lambda_platform)
-    zip_path = zip_directory(directory, out_dir / f"{PACKAGE_NAME}.zip")
-    sam_build_dir.mkdir(parents=True, exist_ok=True)
-    template = sam_build_dir / "template.yaml"
-    code_uri = os.path.relpath(zip_path, sam_build_dir)
+class IncompletePackage(Exception):
+    """The zip would not run on the target runtime; ``problems`` says why, one line each."""
+
+    def __init__(self, zip_path: Path, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(f"{zip_path} is not deployable:\n" + "\n".join(f"  - {line}" for line in problems))
+
+
+def _marker_environment(target: LambdaPlatform) -> dict[str, str]:
+    """PEP 508 marker values on the Lambda runtime ``target``."""
+    return {
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "os_name": "posix",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": target.machine,
+        "python_version": target.python_version,
+        "python_full_version": f"{target.python_version}.0",
+        "implementation_version": f"{target.python_version}.0",
+        "extra": "",
+    }
+
+
+def _applies(marker: Marker | None, environment: dict[str, str], extras: set[str]) -> bool:
+    if marker is None:
+        return True
+    return any(marker.evaluate({**environment, "extra": extra}) for extra in extras | {""})
+
+
+def _installed(archive: zipfile.ZipFile) -> dict[str, tuple[str, str]]:
+    """Canonical distribution name -> (version, METADATA text) of every ``*.dist-info`` in the zip."""
+    found: dict[str, tuple[str, str]] = {}
+    for name in archive.namelist():
+        if re.fullmatch(r"[^/]+\.dist-info/METADATA", name):
+            metadata = archive.read(name).decode("utf-8", errors="replace")
+            fields = dict(re.findall(r"^(Name|Version): (.+)$", metadata, re.MULTILINE))
+            found[canonicalize_name(fields.get("Name", ""))] = (fields.get("Version", ""), metadata)
+    return found
+
+
+def _requirement_problems(archive: zipfile.ZipFile, target: LambdaPlatform) -> list[str]:
+    """Every requirement of src/requirements.txt, and of what they require, installed as allowed."""
+    environment = _marker_environment(target)
+    installed = _installed(archive)
+    lines = [line.split("#", 1)[0].strip() for line in REQUIREMENTS.read_text().splitlines()]
+    queue = deque((Requirement(line), "src/requirements.txt") for line in lines if line)
+    seen: set[tuple[str, frozenset[str]]] = set()
+    problems: list[str] = []
+    while queue:
+        requirement, wanted_by = queue.popleft()
+        name = canonicalize_name(requirement.name)
+        if (name, frozenset(requirement.extras)) in seen:
+            continue
+        seen.add((name, frozenset(requirement.extras)))
+        if name not in installed:
+            problems.append(f"{requirement.name} (required by {wanted_by}) is not in the package")
+            continue
+        version, metadata = installed[name]
+        if not requirement.specifier.contains(version, prereleases=True):
+            problems.append(f"{requirement.name} {version} does not satisfy {requirement} ({wanted_by})")
+        for line in re.findall(r"^Requires-Dist: (.+)$", metadata, re.MULTILINE):
+            dependency = Requirement(line)
+            if _applies(dependency.marker, environment, set(requirement.extras)):
+                queue.append((dependency, f"{requirement.name} {version}"))
+    return problems
+
+
+def _wheel_problems(archive: zipfile.ZipFile, target: LambdaPlatform) -> list[str]:
+    """Every installed wheel pure Python or tagged for the runtime's CPython and architecture."""
+    pure = re.compile(r"^py3\d*-none-any$")
+    built = re.compile(rf"^{target.abi_tag}-({target.abi_tag}|abi3)-(many|musl)?linux\w*_{target.machine}$")
+    stable = re.compile(rf"^cp3(\d+)-abi3-(many)?linux\w*_{target.machine}$")
+    problems = []
+    for name in archive.namelist():
+        if not re.fullmatch(r"[^/]+\.dist-info/WHEEL", name):
+            continue
+        tags = re.findall(r"^Tag: (\S+)$", archive.read(name).decode(), re.MULTILINE)
+        runs = [
+            tag
+            for tag in tags
+            if pure.match(tag)
+            or built.match(tag)
+            or ((found := stable.match(tag)) and int(found.group(1)) <= int(target.python_version[2:]))
+        ]
+        if not runs:
+            wheel = name.split(".dist-info/")[0]
+            runtime = f"python{target.python_version} {target.architecture}"
+            problems.append(f"{wheel} is a wheel for {', '.join(tags)}, not {runtime}")
+    return problems
+
+
+def _compiled_problems(archive: zipfile.ZipFile, target: LambdaPlatform) -> list[str]:
+    """Every extension module named for the runtime (``cpython-312-x86_64-linux-gnu`` or ``abi3``),
+    and every ELF file in the zip built for the target machine."""
+    tag = re.compile(rf"\.(cpython-{target.abi_tag[2:]}-{target.machine}-linux-gnu|abi3)\.so$")
+    runtime = f"python{target.python_version} {target.architecture}"
+    problems = []
+    for info in archive.infolist():
+        name = info.filename
+        extension = name.endswith((".pyd", ".dylib")) or re.search(r"\.(cpython-[^/]*|abi3)\.so$", name)
+        if extension and not tag.search(name):
+            problems.append(f"{name} is not an extension module for {runtime}")
+            continue
+        if name.endswith(".so") or ".so." in name:
+            with archive.open(info) as handle:
+                header = handle.read(20)
+            machine = int.from_bytes(header[18:20], "little") if header[:4] == b"\x7fELF" else None
+            if machine != _ELF_MACHINES[target.machine]:
+                problems.append(f"{name} is not an ELF file for {target.machine}")
+    return problems
+
+
+def _imported_modules(source: str) -> set[str]:
+    """Top-level names of the absolute imports ``source`` runs (not those under ``if TYPE_CHECKING:``)."""
+    names: set[str] = set()
+    pending: list[ast.AST] = [ast.parse(source)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            pending += node.orelse
+            continue
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+        pending += ast.iter_child_nodes(node)
+    return names
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    """The names a module binds at its top level: functions, classes, assignments, imports."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {target.id for target in targets if isinstance(target, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return names
+
+
+def _code_problems(archive: zipfile.ZipFile, handler: str) -> list[str]:
+    """The handler is defined, and everything the function's own code imports is there to import."""
+    module, _, function = handler.rpartition(".")
+    files = set(archive.namelist())
+    top_level = {name.split("/")[0].removesuffix(".py").split(".")[0] for name in files}
+    problems = []
+    handler_file = f"{module.replace('.', '/')}.py"
+    if handler_file not in files:
+        return [f"{handler_file} (the Handler {handler}) is not in the package"]
+    defined = _top_level_names(ast.parse(archive.read(handler_file)))
+    if function not in defined:
+        problems.append(f"{handler_file} defines no {function} (the Handler {handler})")
+    ours = sorted(path.relative_to(SRC).as_posix() for path in SRC.rglob("*.py"))
+    for name in ours:
+        if name not in files:
+            problems.append(f"src/{name} is not in the package")
+            continue
+        missing = _imported_modules(archive.read(name).decode()) - top_level - set(sys.stdlib_module_names)
+        problems += [
+            f"{module_name} (imported by src/{name}) is not in the package" for module_name in sorted(missing)
+        ]
+    return problems
+
+
+def check_package(zip_path: Path, lambda_platform: LambdaPlatform, handler: str = HANDLER) -> list[str]:
+    """Why the zip would fail to load on ``lambda_platform`` (empty: it is complete)."""
+    if not zip_path.is_file():
+        return [f"{zip_path} does not exist: run `make package`"]
+    with zipfile.ZipFile(zip_path) as archive:
+        return [
+            *_code_problems(archive, handler),
+            *_requirement_problems(archive, lambda_platform),
+            *_wheel_problems(archive, lambda_platform),
+            *_compiled_problems(archive, lambda_platform),
+        ]
+
+
+def write_deploy_template(zip_path: Path, deploy_dir: Path, architecture: str) -> Path:
+    deploy_dir.mkdir(parents=True, exist_ok=True)
+    template = deploy_dir / "template.yaml"
+    code_uri = os.path.relpath(zip_path, deploy_dir)
     template.write_text(
         built_template(TEMPLATE.read_text(), code_uri=code_uri, architecture=architecture), encoding="utf-8"
     )
+    return template
+
+
+def build_package(
+    architecture: str = "x86_64",
+    *,
+    out_dir: Path = OUT_DIR,
+    deploy_dir: Path = DEPLOY_DIR,
+    omit: Sequence[str] = (),
+) -> Package:
+    """Build the package directory and its zip, check the zip, then write the deploy template.
+
+    Raises :class:`IncompletePackage` when the check fails; the deploy template is then absent (an
+    earlier one is removed before anything is built). ``omit``: leave these packages out, for tests.
+    """
+    lambda_platform = LambdaPlatform(architecture=architecture)
+    (deploy_dir / "template.yaml").unlink(missing_ok=True)
+    directory = out_dir / PACKAGE_NAME
+    if directory.exists():
+        shutil.rmtree(directory)
+    build_artifact(directory, lambda_platform=lambda_platform, omit=omit)
+    zip_path = zip_directory(directory, out_dir / f"{PACKAGE_NAME}.zip")
+    problems = check_package(zip_path, lambda_platform)
+    if problems:
+        raise IncompletePackage(zip_path, problems)
+    template = write_deploy_template(zip_path, deploy_dir, architecture)
     return Package(directory=directory, zip_path=zip_path, template=template, lambda_platform=lambda_platform)
 
 
@@ -121,14 +338,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="x86_64",
         help="Lambda architecture to build for (default x86_64, as template.yaml)",
     )
+    parser.add_argument(
+        "--check", action="store_true", help="only check the existing build/package.zip for --arch"
+    )
     args = parser.parse_args(argv)
-    package = build_package(args.arch)
+    target = LambdaPlatform(architecture=args.arch)
+    zip_path = OUT_DIR / f"{PACKAGE_NAME}.zip"
+    if args.check:
+        problems = check_package(zip_path, target)
+        if problems:
+            print(IncompletePackage(zip_path.relative_to(ROOT), problems), file=sys.stderr)
+            return 1
+        print(
+            f"{zip_path.relative_to(ROOT)}: complete for python{target.python_version} {target.architecture}"
+        )
+        return 0
+    try:
+        package = build_package(args.arch)
+    except IncompletePackage as error:
+        print(
+            f"{error}\nrefusing to write {(DEPLOY_DIR / 'template.yaml').relative_to(ROOT)}: "
+            "`sam deploy` has nothing to deploy until this is fixed",
+            file=sys.stderr,
+        )
+        return 1
     unzipped = _size_mb([path for path in package.directory.rglob("*") if path.is_file()])
-    target = package.lambda_platform
-    print(f"built for python{target.python_version} {target.architecture}")
+    runtime = f"python{target.python_version} {target.architecture}"
+    print(f"built for {runtime}; checked: the handler and every dependency are there for {runtime}")
     print(f"  {package.directory.relative_to(ROOT)}/  ({unzipped:.1f} MB)")
     print(f"  {package.zip_path.relative_to(ROOT)}  ({_size_mb([package.zip_path]):.1f} MB)")
-    print(f"  {package.template.relative_to(ROOT)}  (CodeUri -> the zip; `sam deploy` picks it up)")
+    print(f"  {package.template.relative_to(ROOT)}  (CodeUri -> the zip; what `sam deploy` deploys)")
     return 0
 
 

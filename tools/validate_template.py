@@ -11,6 +11,9 @@ Steps:
 3. run cfn-lint on the translated template, which also checks the resources SAM generates
    (execution role, event source mapping, EventBridge rule, event-invoke config, ...).
 
+A SAM resource's ``Metadata: cfn-lint: config`` directives (``ignore_checks``) also apply to the
+resources SAM generates from it (its execution role, ...), which the translation gives no Metadata.
+
 cfn-lint runs once, in a subprocess, over both files (it is the slow part) so that its SAM
 transform, which relaxes some of the translator's checks process-wide, cannot affect step 2.
 
@@ -126,7 +129,28 @@ def translate(template: dict[str, Any], parameter_values: dict[str, Any] | None 
     translated = transform(sam_template, dict(parameter_values or {}), _EmptyManagedPolicyLoader())
     if not isinstance(translated, dict):
         raise TypeError(f"the SAM translator returned {type(translated).__name__}, not a template")
+    _carry_cfn_lint_directives(template, translated)
     return translated
+
+
+def _carry_cfn_lint_directives(source: dict[str, Any], translated: dict[str, Any]) -> None:
+    """Give the resources SAM generates from a resource that resource's cfn-lint directives.
+
+    SAM copies a function's ``Metadata`` onto the function and its event-invoke config only; its
+    execution role, event source mappings and permissions (logical ids starting with the function's)
+    get none, so ``Metadata: cfn-lint: config`` written on the SAM resource would not reach the
+    translated role cfn-lint checks. Resources declared in the template itself are left alone.
+    """
+    declared = source.get("Resources", {})
+    resources = translated.get("Resources", {})
+    for logical_id, resource in declared.items():
+        config = resource.get("Metadata", {}).get("cfn-lint") if isinstance(resource, dict) else None
+        if not isinstance(config, dict):
+            continue
+        for generated_id, generated in resources.items():
+            if generated_id.startswith(logical_id) and generated_id not in declared:
+                metadata = generated.setdefault("Metadata", {})
+                metadata.setdefault("cfn-lint", copy.deepcopy(config))
 
 
 def _translation_findings(exc: Exception) -> list[Finding]:

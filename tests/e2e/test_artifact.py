@@ -11,31 +11,30 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import site
 import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import pytest
 
 from devstack import artifact
+from devstack.invoke import (
+    FUNCTION_ARN,
+    HANDLER,
+    LambdaProcess,
+    lambda_environment,
+    start_environment,
+)
 from devstack.portkey_standin import PortkeyStandIn
 from devstack.runtime_api import InvocationResult, RuntimeApi
-from tests.conftest import AWS_ENV, AwsResources
+from tests.conftest import AwsResources
 from tests.samples import check_eventbridge, check_eventbridge_via_sqs, check_sqs_batch, load
 from tools.package import build_package
 
-HANDLER = "handler.lambda_handler"  # template.yaml: Handler
-FUNCTION_NAME = "portkey-thread-updater-ModifyThreadFunction"
-FUNCTION_ARN = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION_NAME}"
-MEMORY_MB = "256"  # template.yaml: Globals.Function.MemorySize
 INVOKE_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 60.0
@@ -53,86 +52,6 @@ def task_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return artifact.build_artifact(tmp_path_factory.mktemp("artifact") / "task")
 
 
-def lambda_environment(
-    task_root: Path,
-    ric_dir: Path,
-    *,
-    handler: str = HANDLER,
-    runtime_api: str | None = None,
-    aws_endpoint: str | None = None,
-    function_env: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """The environment Lambda gives the runtime, and nothing from ours (no PYTHON*, proxies, venv)."""
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "TZ": ":UTC",
-        "PYTHONPATH": os.pathsep.join([str(task_root), str(ric_dir)]),
-        "LAMBDA_TASK_ROOT": str(task_root),
-        "LAMBDA_RUNTIME_DIR": str(ric_dir),
-        "_HANDLER": handler,
-        "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info.major}.{sys.version_info.minor}",
-        "AWS_LAMBDA_FUNCTION_NAME": FUNCTION_NAME,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": MEMORY_MB,
-        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
-        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{FUNCTION_NAME}",
-        "AWS_LAMBDA_LOG_STREAM_NAME": f"2026/11/25/[$LATEST]{uuid.uuid4().hex}",
-        # template.yaml LoggingConfig: LogFormat JSON, ApplicationLogLevel INFO
-        "AWS_LAMBDA_LOG_FORMAT": "JSON",
-        "AWS_LAMBDA_LOG_LEVEL": "INFO",
-        **AWS_ENV,
-        "AWS_SESSION_TOKEN": "testing",
-    }
-    if runtime_api is not None:
-        env["AWS_LAMBDA_RUNTIME_API"] = runtime_api
-    if aws_endpoint is not None:
-        env["AWS_ENDPOINT_URL"] = aws_endpoint
-    env.update(function_env or {})
-    return env
-
-
-@dataclass
-class LambdaProcess:
-    """One execution environment: the runtime client process and the Runtime API it polls."""
-
-    api: RuntimeApi
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: IO[bytes]
-    watcher: threading.Thread = field(init=False)
-
-    def __post_init__(self) -> None:
-        # Fail waiting invokes as soon as the process ends, instead of at their timeout.
-        self.watcher = threading.Thread(target=self._watch, name="lambda-process-watcher", daemon=True)
-        self.watcher.start()
-
-    def _watch(self) -> None:
-        self.api.runtime_exited(self.process.wait())
-
-    def invoke(self, event: dict[str, Any], timeout_s: float = INVOKE_TIMEOUT_S) -> InvocationResult:
-        return self.api.invoke(event, timeout_s=timeout_s)
-
-    def output(self) -> str:
-        """Everything the runtime wrote to stdout/stderr so far (its CloudWatch log stream)."""
-        self.log_file.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        try:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=STOP_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait(timeout=STOP_TIMEOUT_S)
-            self.watcher.join(STOP_TIMEOUT_S)
-        finally:
-            self.api.stop()
-            self.log_file.close()
-
-
 class Launcher(Protocol):
     def __call__(self, root: Path, handler: str = HANDLER) -> LambdaProcess: ...
 
@@ -145,31 +64,10 @@ def launch(
     started: list[LambdaProcess] = []
 
     def start(root: Path, handler: str = HANDLER) -> LambdaProcess:
-        api = RuntimeApi(function_arn=FUNCTION_ARN).start()
         log_path = tmp_path / f"runtime-{len(started)}.log"
-        log_file = log_path.open("wb")
-        try:
-            env = lambda_environment(
-                root,
-                ric_dir,
-                handler=handler,
-                runtime_api=api.address,
-                aws_endpoint=moto_endpoint,
-                function_env=function_env,
-            )
-            process = subprocess.Popen(
-                artifact.isolated_argv("-m", "awslambdaric", handler),
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        except BaseException:
-            api.stop()
-            log_file.close()
-            raise
-        environment = LambdaProcess(api, process, log_path, log_file)
+        environment = start_environment(
+            root, ric_dir, log_path, handler=handler, aws_endpoint=moto_endpoint, function_env=function_env
+        )
         started.append(environment)
         return environment
 
@@ -320,7 +218,7 @@ print(json.dumps({"imports": results, "boto3": boto3.__file__, "queues": queues.
 def lambda_package_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The function as `make package` builds it: compiled modules for CPython 3.12 on x86_64 only."""
     project = tmp_path_factory.mktemp("lambda-package")
-    return build_package(out_dir=project / "build", sam_build_dir=project / ".aws-sam" / "build").directory
+    return build_package(out_dir=project / "build", deploy_dir=project / "build" / "deploy").directory
 
 
 def _importable_names(root: Path) -> list[str]:

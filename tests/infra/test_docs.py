@@ -129,3 +129,125 @@ def test_the_checks_see_what_they_check() -> None:
     assert any(REPO_PATH.search(code) for code in codes)
     assert "alarms-and-what-to-do" in anchors(REPO_ROOT / "docs" / "operations.md")
     assert github_slug("`sam local invoke` (needs Docker)") == "sam-local-invoke-needs-docker"
+
+
+# --------------------------------------------------------------------------- tables and structure
+
+TABLE_DELIMITER = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$")
+# A heading that lost its line break: prose, then "## Title" on the same line.
+INLINE_HEADING = re.compile(r"\S\s+#{2,6}\s+[A-Z`*]")
+SHORTEST_REPEATABLE_ROW = 40
+
+
+def table_cells(line: str) -> list[str]:
+    """A table row's cells as GitHub splits them: on every '|' not escaped (code spans included)."""
+    body = line.strip()
+    body = body[1:] if body.startswith("|") else body
+    body = body[:-1] if body.endswith("|") and not body.endswith("\\|") else body
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", body)]
+
+
+def tables(page: Path) -> list[tuple[int, list[str]]]:
+    """Every table outside fenced blocks: (line number of its header, its lines)."""
+    lines = page.read_text().splitlines()
+    found: list[tuple[int, list[str]]] = []
+    in_fence = False
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        if line.startswith("```"):
+            in_fence = not in_fence
+        elif (
+            not in_fence
+            and line.startswith("|")
+            and index + 1 < len(lines)
+            and TABLE_DELIMITER.match(lines[index + 1])
+        ):
+            end = index + 2
+            while end < len(lines) and lines[end].startswith("|"):
+                end += 1
+            found.append((index + 1, lines[index:end]))
+            index = end
+            continue
+        index += 1
+    return found
+
+
+def prose_lines(page: Path) -> list[tuple[int, str]]:
+    """Lines outside fenced blocks, numbered from 1."""
+    numbered: list[tuple[int, str]] = []
+    in_fence = False
+    for number, line in enumerate(page.read_text().splitlines(), start=1):
+        if line.startswith("```"):
+            in_fence = not in_fence
+        elif not in_fence:
+            numbered.append((number, line))
+    return numbered
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_table_row_has_as_many_cells_as_its_header(page: Path) -> None:
+    malformed = []
+    for start, lines in tables(page):
+        width = len(table_cells(lines[0]))
+        for offset, line in enumerate(lines):
+            if len(table_cells(line)) != width:
+                malformed.append(f"line {start + offset}: {len(table_cells(line))} cells, header has {width}")
+    assert malformed == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_no_table_names_a_row_twice(page: Path) -> None:
+    """The first cell names the row (a parameter, a variable, a mode); measurement rows, keyed by
+    several columns and starting with a number, are left out."""
+    repeated = []
+    for start, lines in tables(page):
+        seen: set[str] = set()
+        for offset, line in enumerate(lines[2:], start=2):
+            key = table_cells(line)[0]
+            if key[:1].isdigit():
+                continue
+            if key and key in seen:
+                repeated.append(f"line {start + offset}: {key} again")
+            seen.add(key)
+    assert repeated == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_no_table_or_heading_is_collapsed_into_a_paragraph(page: Path) -> None:
+    """A table row or heading glued to prose renders as one paragraph of pipes and hashes: a row's end
+    and the next row's start ("| |") or a heading after text on one line."""
+    collapsed = [
+        f"line {number}: {line[:60]}"
+        for number, line in prose_lines(page)
+        if INLINE_HEADING.search(INLINE_CODE.sub("", line)) or (not line.startswith("|") and "| |" in line)
+    ]
+    assert collapsed == []
+
+
+def test_no_table_row_is_repeated_across_the_docs() -> None:
+    """A row copied into a second page (or twice into one) drifts: state a thing once and link to it."""
+    where: dict[str, list[str]] = {}
+    for page in PAGES:
+        for start, lines in tables(page):
+            for offset, line in enumerate(lines[2:], start=2):
+                if len(line) >= SHORTEST_REPEATABLE_ROW:
+                    where.setdefault(line.strip(), []).append(f"{page_id(page)}:{start + offset}")
+    assert {row[:60]: places for row, places in where.items() if len(places) > 1} == {}
+
+
+def test_the_table_checks_see_what_they_check(tmp_path: Path) -> None:
+    """Guard the table checks against matching nothing: a table is found, a collapsed one is caught."""
+    deploy = REPO_ROOT / "docs" / "deploy.md"
+    assert any(table_cells(lines[0])[0] == "parameter" for _, lines in tables(deploy))
+    broken = tmp_path / "broken.md"
+    broken.write_text(
+        "| a | b |\n|---|---|\n| 1 | 2 | 3 |\n| 1 | 4 |\n\ntext | x | | y | z ## About it\n"
+        "| code | `a \\| b` |\n"
+    )
+    [(_, lines)] = tables(broken)
+    assert [len(table_cells(line)) for line in lines] == [2, 2, 3, 2]
+    assert [table_cells(line)[0] for line in lines[2:]] == ["1", "1"]
+    assert INLINE_HEADING.search(prose_lines(broken)[-2][1])
+    assert "| |" in prose_lines(broken)[-2][1]
+    assert table_cells("| code | `a \\| b` |") == ["code", "`a \\| b`"]

@@ -18,7 +18,7 @@ import pytest
 
 from devstack.artifact import LambdaPlatform
 from tests.infra.conftest import run_sam
-from tools.package import Package, build_package, zip_directory
+from tools.package import IncompletePackage, Package, build_package, check_package, zip_directory
 from tools.validate_template import load_sam_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,8 +32,7 @@ COMPILED_SUFFIXES = (".so", ".pyd", ".dylib")
 def lambda_package(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Package:
     """The package as `make package [ARCH=arm64]` builds it, in a project directory of its own."""
     project = tmp_path_factory.mktemp(f"project-{request.param}")
-    sam_build_dir = project / ".aws-sam" / "build"
-    return build_package(request.param, out_dir=project / "build", sam_build_dir=sam_build_dir)
+    return build_package(request.param, out_dir=project / "build", deploy_dir=project / "build" / "deploy")
 
 
 def compiled_modules(directory: Path) -> list[Path]:
@@ -109,8 +108,8 @@ def test_the_zip_is_the_package_readable_by_lambda_and_reproducible(
     assert again.read_bytes() == lambda_package.zip_path.read_bytes()
 
 
-def test_the_sam_build_template_deploys_the_zip_for_the_target_architecture(lambda_package: Package) -> None:
-    # Given the template written where `sam build` writes its own
+def test_the_deploy_template_deploys_the_zip_for_the_target_architecture(lambda_package: Package) -> None:
+    # Given the deploy template (build/deploy/template.yaml, what samconfig.toml deploys)
     built = load_sam_template(lambda_package.template)
     source = load_sam_template(REPO_ROOT / "template.yaml")
 
@@ -135,10 +134,12 @@ def test_sam_package_uploads_the_zip_unchanged(
     s3.create_bucket(Bucket=bucket)
     output = project / "packaged.yaml"
 
-    # When the SAM CLI packages it, as `sam deploy` does first (it finds .aws-sam/build/template.yaml)
+    # When the SAM CLI packages it, as `sam deploy` does first (samconfig.toml's template_file)
     completed = run_sam(
         sam_cli,
         "package",
+        "--template-file",
+        str(lambda_package.template),
         "--s3-bucket",
         bucket,
         "--region",
@@ -157,3 +158,26 @@ def test_sam_package_uploads_the_zip_unchanged(
     key = code_uri.removeprefix(f"s3://{bucket}/")
     uploaded = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert uploaded == lambda_package.zip_path.read_bytes()
+
+
+def test_a_package_missing_a_dependency_is_refused_and_leaves_nothing_to_deploy(tmp_path: Path) -> None:
+    # Given a deploy template left by an earlier build
+    deploy_dir = tmp_path / "build" / "deploy"
+    deploy_dir.mkdir(parents=True)
+    (deploy_dir / "template.yaml").write_text("stale")
+
+    # When a package is built without urllib3 (as if src/requirements.txt had lost it)
+    with pytest.raises(IncompletePackage) as refused:
+        build_package(out_dir=tmp_path / "build", deploy_dir=deploy_dir, omit=["urllib3"])
+
+    # Then it is refused naming what is missing, and no deploy template is left for `sam deploy`
+    assert any(problem.startswith("urllib3 ") for problem in refused.value.problems), refused.value.problems
+    assert not (deploy_dir / "template.yaml").exists()
+
+
+def test_a_package_for_another_architecture_is_refused(lambda_package: Package) -> None:
+    # Given a package, When it is checked for the other architecture, Then its binaries are named
+    other = "arm64" if lambda_package.lambda_platform.architecture == "x86_64" else "x86_64"
+    problems = check_package(lambda_package.zip_path, LambdaPlatform(architecture=other))
+    assert any("pydantic_core" in problem for problem in problems), problems
+    assert check_package(lambda_package.zip_path, lambda_package.lambda_platform) == []

@@ -124,6 +124,39 @@ def test_validation_script_passes(validation_run: tuple[subprocess.CompletedProc
     for step in ("cfn-lint on", "SAM translation of", "cfn-lint on the translated"):
         assert step in completed.stdout
     assert output.is_file()
+    # and nothing that looks like a failure either: no warning, every step "ok"
+    assert "[Warning]" not in completed.stdout
+    assert "W3037" not in completed.stdout
+    assert completed.stdout.count(": ok\n") == 3, completed.stdout
+
+
+def test_w3037_is_ignored_only_for_the_function_and_what_sam_generates_from_it(
+    tmp_path: Path, translated: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    # GIVEN the function's cfn-lint directives: W3037 alone (SQSPollerPolicy's batch actions)
+    directives = {"cfn-lint": {"config": {"ignore_checks": ["W3037"]}}}
+    assert resources[FUNCTION_ID]["Metadata"] == directives
+    # THEN the translation carries them onto the execution role SAM generates, and not beyond
+    assert translated["Resources"][f"{FUNCTION_ID}Role"]["Metadata"] == directives
+    assert "Metadata" not in translated["Resources"]["FunctionPermissionsBoundary"]
+
+    # WHEN the hand-written permissions boundary names a batch action
+    source = TEMPLATE.read_text()
+    old = "              - sqs:ChangeMessageVisibility\n            Resource: !GetAtt SourceQueue.Arn"
+    assert source.count(old) == 1, "the mutation no longer applies; update this test"
+    broken = tmp_path / "template.yaml"
+    broken.write_text(
+        source.replace(
+            old, old.replace("Visibility\n", "Visibility\n              - sqs:DeleteMessageBatch\n")
+        )
+    )
+    result = validate(broken)
+
+    # THEN W3037 still reports it there
+    w3037 = [f for f in result.findings if f.rule == "W3037"]
+    assert [f.location.split(" ", 1)[1].split("/")[1] for f in w3037] == ["FunctionPermissionsBoundary"], (
+        w3037
+    )
 
 
 _WINDOW = """            MaximumBatchingWindowInSeconds: !If
@@ -277,7 +310,195 @@ def test_sqs_event_reports_batch_item_failures(function_props: dict[str, Any]) -
     assert props["MaximumBatchingWindowInSeconds"] == {
         "Fn::If": ["IsFifo", {"Ref": "AWS::NoValue"}, {"Ref": "MaximumBatchingWindowInSeconds"}]
     }
-    assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "ScalingMaximumConcurrency"}}
+    # SqsScalingMode chooses ScalingConfig or ProvisionedPollerConfig (test_scaling_mode_... below).
+    assert props["ScalingConfig"] == {
+        "Fn::If": [
+            "IsProvisionedPolling",
+            {"Ref": "AWS::NoValue"},
+            {"MaximumConcurrency": {"Ref": "ScalingMaximumConcurrency"}},
+        ]
+    }
+
+
+# --------------------------------------------------------------------------- SQS scaling mode
+
+SCALING_PARAMETERS = (
+    "SqsScalingMode",
+    "ScalingMaximumConcurrency",
+    "ProvisionedMinimumPollers",
+    "ProvisionedMaximumPollers",
+)
+
+
+def _parameter_values(template: dict[str, Any], **overrides: str) -> dict[str, str]:
+    """Every parameter's value as CloudFormation sees it (a string): its default, or an override."""
+    values = {name: str(p["Default"]) for name, p in template["Parameters"].items() if "Default" in p}
+    return {**values, **overrides}
+
+
+def _evaluate(expression: Any, values: dict[str, str], conditions: dict[str, Any]) -> Any:
+    """The intrinsic functions this template's Rules and Conditions use, as CloudFormation evaluates them."""
+    if not isinstance(expression, dict) or len(expression) != 1:
+        return str(expression) if isinstance(expression, (int, float)) else expression
+    ((function, argument),) = expression.items()
+    if function == "Ref":
+        return values[argument]
+    if function == "Condition":
+        return _evaluate(conditions[argument], values, conditions)
+    if function == "Fn::Equals":
+        left, right = (_evaluate(item, values, conditions) for item in argument)
+        return left == right
+    if function == "Fn::Not":
+        return not _evaluate(argument[0], values, conditions)
+    if function == "Fn::And":
+        return all(_evaluate(item, values, conditions) for item in argument)
+    if function == "Fn::Or":
+        return any(_evaluate(item, values, conditions) for item in argument)
+    if function == "Fn::Contains":
+        haystack, needle = (_evaluate(item, values, conditions) for item in argument)
+        return needle in [_evaluate(item, values, conditions) for item in haystack]
+    raise AssertionError(f"not evaluated here: {function}")
+
+
+def _failed_rules(template: dict[str, Any], values: dict[str, str]) -> set[str]:
+    """The template Rules whose RuleCondition holds and an Assert does not: CloudFormation refuses those."""
+    conditions = template["Conditions"]
+    failed = set()
+    for name, rule in template["Rules"].items():
+        if "RuleCondition" in rule and not _evaluate(rule["RuleCondition"], values, conditions):
+            continue
+        if not all(_evaluate(item["Assert"], values, conditions) for item in rule["Assertions"]):
+            failed.add(name)
+    return failed
+
+
+def _resolve_ifs(value: Any, values: dict[str, str], conditions: dict[str, Any]) -> Any:
+    """``value`` with every Fn::If decided and AWS::NoValue dropped (None: the property is absent)."""
+    if isinstance(value, dict):
+        if set(value) == {"Fn::If"}:
+            name, when_true, when_false = value["Fn::If"]
+            chosen = when_true if _evaluate(conditions[name], values, conditions) else when_false
+            return _resolve_ifs(chosen, values, conditions)
+        if value == {"Ref": "AWS::NoValue"}:
+            return None
+        resolved = {key: _resolve_ifs(item, values, conditions) for key, item in value.items()}
+        return {key: item for key, item in resolved.items() if item is not None}
+    if isinstance(value, list):
+        return [_resolve_ifs(item, values, conditions) for item in value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        pytest.param(
+            "maximum-concurrency",
+            {"ScalingConfig": {"MaximumConcurrency": {"Ref": "ScalingMaximumConcurrency"}}},
+            id="maximum-concurrency",
+        ),
+        pytest.param(
+            "provisioned",
+            {
+                "ProvisionedPollerConfig": {
+                    "MinimumPollers": {"Ref": "ProvisionedMinimumPollers"},
+                    "MaximumPollers": {"Ref": "ProvisionedMaximumPollers"},
+                }
+            },
+            id="provisioned",
+        ),
+    ],
+)
+def test_scaling_mode_sets_exactly_one_of_scaling_config_and_provisioned_pollers(
+    template: dict[str, Any], function_props: dict[str, Any], mode: str, expected: dict[str, Any]
+) -> None:
+    # GIVEN the SQS event as CloudFormation resolves it for one SqsScalingMode
+    assert template["Parameters"]["SqsScalingMode"]["AllowedValues"] == ["maximum-concurrency", "provisioned"]
+    values = _parameter_values(template, SqsScalingMode=mode)
+    # WHEN its conditions are decided
+    props = _resolve_ifs(function_props["Events"]["SqsUpdates"]["Properties"], values, template["Conditions"])
+    # THEN exactly one of the two mutually exclusive scaling properties is set, from its parameters
+    scaling = {key: props[key] for key in ("ScalingConfig", "ProvisionedPollerConfig") if key in props}
+    assert scaling == expected
+
+
+def test_the_translation_passes_both_scaling_properties_to_the_event_source_mapping(
+    translated: dict[str, Any], function_props: dict[str, Any]
+) -> None:
+    # GIVEN the template translated by the pinned aws-sam-translator (the SAM CLI's, test_sam_cli.py)
+    (mapping,) = [
+        r["Properties"]
+        for r in translated["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    event = function_props["Events"]["SqsUpdates"]["Properties"]
+    # THEN the mapping carries ScalingConfig and ProvisionedPollerConfig unchanged, conditions included
+    assert mapping["ScalingConfig"] == event["ScalingConfig"]
+    assert mapping["ProvisionedPollerConfig"] == event["ProvisionedPollerConfig"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "refused_by"),
+    [
+        pytest.param({}, set(), id="defaults"),
+        pytest.param({"ScalingMaximumConcurrency": "50"}, set(), id="maximum-concurrency-raised"),
+        pytest.param({"SqsScalingMode": "provisioned"}, set(), id="provisioned-defaults"),
+        pytest.param(
+            {
+                "SqsScalingMode": "provisioned",
+                "ProvisionedMinimumPollers": "10",
+                "ProvisionedMaximumPollers": "400",
+            },
+            set(),
+            id="provisioned-sized",
+        ),
+        pytest.param(
+            {"ProvisionedMaximumPollers": "400"},
+            {"PollersOnlyInProvisionedMode"},
+            id="pollers-without-provisioned",
+        ),
+        pytest.param(
+            {"ProvisionedMinimumPollers": "5"},
+            {"PollersOnlyInProvisionedMode"},
+            id="minimum-without-provisioned",
+        ),
+        pytest.param(
+            {"SqsScalingMode": "provisioned", "ScalingMaximumConcurrency": "50"},
+            {"NoMaximumConcurrencyInProvisionedMode"},
+            id="maximum-concurrency-in-provisioned",
+        ),
+        pytest.param(
+            {"SourceQueueType": "fifo", "BatchSize": "20"}, {"FifoBatchSize"}, id="fifo-batch-above-10"
+        ),
+        pytest.param(
+            {"BatchSize": "100", "MaximumBatchingWindowInSeconds": "0"},
+            {"BatchingWindowForLargeBatches"},
+            id="large-batch-without-window",
+        ),
+    ],
+)
+def test_rules_refuse_a_value_the_chosen_scaling_mode_would_ignore(
+    template: dict[str, Any], overrides: dict[str, str], refused_by: set[str]
+) -> None:
+    # GIVEN parameter values for a deploy
+    values = _parameter_values(template, **overrides)
+    # WHEN CloudFormation evaluates the template's Rules
+    failed = _failed_rules(template, values)
+    # THEN exactly the rule for the mistake refuses the deploy (and nothing refuses a valid combination)
+    assert failed == refused_by
+
+
+def test_samconfig_scaling_values_pass_the_rules_with_at_most_as_many_minimum_as_maximum_pollers(
+    template: dict[str, Any],
+) -> None:
+    # GIVEN samconfig.toml's parameter overrides
+    config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text())
+    overrides = dict(
+        item.split("=", 1) for item in config["default"]["deploy"]["parameters"]["parameter_overrides"]
+    )
+    values = _parameter_values(template, **{name: overrides[name] for name in SCALING_PARAMETERS})
+    # THEN no rule refuses them, and the pollers' bounds are ordered (a check Rules cannot express)
+    assert _failed_rules(template, values) == set()
+    assert int(values["ProvisionedMinimumPollers"]) <= int(values["ProvisionedMaximumPollers"])
 
 
 def test_visibility_timeout_covers_six_function_timeouts(
@@ -438,6 +659,9 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
         "BatchSize": {"Default": 10, "MinValue": 1, "MaxValue": 10000},
         "MaximumBatchingWindowInSeconds": {"Default": 1, "MinValue": 0, "MaxValue": 300},
         "ScalingMaximumConcurrency": {"Default": 10, "MinValue": 2, "MaxValue": 1000},
+        "SqsScalingMode": {"Default": "maximum-concurrency"},
+        "ProvisionedMinimumPollers": {"Default": 2, "MinValue": 2, "MaxValue": 200},
+        "ProvisionedMaximumPollers": {"Default": 20, "MinValue": 2, "MaxValue": 10000},
         "EventSource": {"Default": "com.example.threads"},
         "EventBusName": {"Default": "default"},
         "SourceQueueType": {"Default": "standard"},
@@ -462,6 +686,30 @@ def test_parameters_and_defaults(template: dict[str, Any]) -> None:
     for incomplete in ("portkey-thread-updater", "portkey-AbCdE", "AbCdEf", "portkey-thread-updater-AbCdEf*"):
         secret_arn = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{incomplete}"
         assert not re.fullmatch(params["PortkeySecretArn"]["AllowedPattern"], secret_arn), incomplete
+
+
+def test_deploy_md_lists_every_parameter_once_with_the_templates_default_and_range(
+    template: dict[str, Any],
+) -> None:
+    # GIVEN the parameters table of docs/deploy.md
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in (REPO_ROOT / "docs" / "deploy.md").read_text().splitlines()
+        if line.startswith("| `")
+    ]
+    params = template["Parameters"]
+    listed = [row[0].strip("`") for row in rows if row[0].strip("`") in params]
+    # THEN each parameter is there exactly once
+    assert sorted(listed) == sorted(params)
+    for name, default, meaning in (row[:3] for row in rows if row[0].strip("`") in params):
+        parameter = params[name.strip("`")]
+        # with the template's default
+        if isinstance(parameter.get("Default"), int):
+            assert default == str(parameter["Default"]), name
+        # and, where it quotes a range, the template's MinValue-MaxValue
+        quoted = re.search(r"\((\d+)\u2013(\d+)[;)]", meaning)
+        if quoted and "MaxValue" in parameter:
+            assert (int(quoted[1]), int(quoted[2])) == (parameter["MinValue"], parameter["MaxValue"]), name
 
 
 # --------------------------------------------------------------------------- alarms / dashboard
@@ -724,7 +972,8 @@ def test_outputs_present(template: dict[str, Any]) -> None:
 
 def test_samconfig(template: dict[str, Any]) -> None:
     """Given samconfig.toml, then it names the stack and a region, lints on validate, deploys with
-    IAM capability, overrides every parameter the template declares, and uses events/env.json."""
+    IAM capability, overrides every parameter the template declares exactly once, and uses
+    events/env.json."""
     config = tomllib.loads((REPO_ROOT / "samconfig.toml").read_text())
     assert config["version"] == 0.1
     default = config["default"]
@@ -734,6 +983,8 @@ def test_samconfig(template: dict[str, Any]) -> None:
     deploy = default["deploy"]["parameters"]
     assert deploy["capabilities"] == "CAPABILITY_IAM"
     assert deploy["resolve_s3"] is True
+    names = [item.split("=", 1)[0] for item in deploy["parameter_overrides"]]
+    assert sorted(names) == sorted(set(names)), "a parameter is listed twice"
     overrides = dict(item.split("=", 1) for item in deploy["parameter_overrides"])
     assert set(overrides) == set(template["Parameters"])
     assert default["local_invoke"]["parameters"]["env_vars"] == "events/env.json"

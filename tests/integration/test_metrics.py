@@ -124,6 +124,38 @@ def test_cold_start_is_counted_once_per_container_with_the_source_dimension(
     assert cold[0]["source"] == "sqs"
 
 
+UNSUPPORTED_EVENT = """
+import json
+from devstack.lambda_events import LocalContext
+from handler import lambda_handler
+
+try:
+    lambda_handler({"hello": "world"}, LocalContext(timeout_s=30))
+except ValueError as error:
+    print(json.dumps({"raised": type(error).__name__}))
+"""
+
+
+def test_an_invocation_that_fails_before_any_metric_writes_no_raw_warning() -> None:
+    # Given a fresh container (its own interpreter, Python's default warning filters)
+    root = Path(__file__).resolve().parents[2]
+    # When its first invocation is an event of no supported shape, which fails before any metric
+    result = subprocess.run(
+        [sys.executable, "-W", "default", "-c", UNSUPPORTED_EVENT],
+        env={**os.environ, "PYTHONPATH": f"{root / 'src'}{os.pathsep}{root}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    # Then the invocation fails as it should, and nothing but JSON reaches the log stream: no raw
+    # "UserWarning: No application metrics to publish" from Powertools' log_metrics
+    assert '{"raised": "ValueError"}' in result.stdout.splitlines()
+    assert "No application metrics" not in result.stdout + result.stderr
+    assert [line for line in (result.stdout + result.stderr).splitlines() if not line.startswith("{")] == []
+
+
 def test_a_404_counts_as_rejected_not_found_only_once_it_is_dead_lettered(
     invoke: Invoker, aws: AwsResources, portkey: PortkeyStandIn, capsys: pytest.CaptureFixture[str]
 ) -> None:
