@@ -28,12 +28,13 @@ $(SAM_STAMP): requirements-sam.txt
 	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
 	touch $(SAM_STAMP)
 
-# The real open-source Portkey gateway (Node), pinned in tools/gateway, for the end-to-end tests.
+# The real open-source Portkey gateway (Node), pinned in tools/gateway, for the end-to-end tests; npm ci's
+# postinstall applies tools/gateway/patches/apply.mjs (tools/gateway/README.md).
 GATEWAY_STAMP := tools/gateway/node_modules/.package-lock.json
 
 gateway: $(GATEWAY_STAMP)
 
-$(GATEWAY_STAMP): tools/gateway/package.json tools/gateway/package-lock.json
+$(GATEWAY_STAMP): tools/gateway/package.json tools/gateway/package-lock.json tools/gateway/patches/apply.mjs
 	npm ci --prefix tools/gateway --no-audit --no-fund
 
 lint: venv

@@ -1,7 +1,8 @@
 """End to end through the real open-source Portkey gateway (Node, pinned in tools/gateway).
 
 The real handler calls the gateway on loopback; the gateway routes to the Portkey stand-in as a
-custom host. What the gateway 1.9.8 does on this path, and what these tests pin down:
+custom host. What the gateway 1.15.2 (with its patch, tools/gateway/README.md) does on this path, and
+what these tests pin down:
 
 * it strips every ``x-portkey-*`` header (the Portkey API key never reaches the provider) and
   forwards ``Authorization``, ``OpenAI-Beta``, the path under ``/v1`` and the JSON body;
@@ -125,7 +126,7 @@ def test_update_is_applied_through_the_gateway_with_provider_auth_and_custom_hos
 def test_update_is_applied_through_the_gateway_with_an_inline_config(
     invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, gateway: PortkeyGateway
 ) -> None:
-    # Given the secret routes by an inline x-portkey-config object (gateway 1.9.8 schema: snake_case)
+    # Given the secret routes by an inline x-portkey-config object (gateway schema: snake_case)
     config = {"provider": "openai", "api_key": PROVIDER_AUTH, "custom_host": portkey.url}
     aws.put_secret({"api_key": API_KEY, "config": config})
     update = {"tool_resources": {"code_interpreter": {"file_ids": ["file_1", "file_2"]}}}
