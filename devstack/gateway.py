@@ -1,9 +1,9 @@
 """The real open-source Portkey gateway (``@portkey-ai/gateway``, pinned in ``tools/gateway``) on this
 machine, for end-to-end runs: handler → gateway → Portkey stand-in as a custom host.
 
-``npm ci --prefix tools/gateway`` installs it and applies ``tools/gateway/patches/apply.mjs`` (its
-postinstall; see ``tools/gateway/README.md``); a bundle without the patch's marker is refused here,
-since unpatched 1.15.2 answers 500 on every proxied call under Node 20.
+``npm ci --prefix tools/gateway`` installs it, and its ``postinstall`` (``patch-package``) applies
+``tools/gateway/patches/`` (see ``tools/gateway/README.md``); a bundle without the patch's marker is
+refused here, since unpatched 1.15.2 answers 500 on every proxied call under Node 20.
 
 The gateway's ``build/start-server.js`` takes its port as ``--port=N`` (default 8787) and hands no
 host to ``@hono/node-server``, which would then listen on every interface and print ``localhost:0``
@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = ROOT / "tools" / "gateway"
 PACKAGE_NAME = "@portkey-ai/gateway"
 INSTALL_COMMAND = "npm ci --prefix tools/gateway"
-# What tools/gateway/patches/apply.mjs appends to the bundle once its patches are in.
-PATCH_MARKER = "// portkey-thread-updater: patched (tools/gateway/patches/apply.mjs)"
+# The last line tools/gateway/patches/@portkey-ai+gateway+1.15.2.patch adds to the bundle.
+PATCH_MARKER = "// portkey-thread-updater: gateway PR #1390 applied (tools/gateway/patches/, patch-package)"
 HOST = "127.0.0.1"
 GREETING = "AI Gateway says hey!"  # what the gateway answers on GET /
 _LISTENING = "portkey-gateway-listening"
@@ -228,8 +228,8 @@ class PortkeyGateway:
             )
         if PATCH_MARKER not in entry.read_text("utf-8", "replace"):
             raise GatewayUnavailable(
-                f"{PACKAGE_NAME} {self.version} is installed without its patch (tools/gateway/patches/"
-                f"apply.mjs, the npm postinstall; skipped by --ignore-scripts); run `{INSTALL_COMMAND}`."
+                f"{PACKAGE_NAME} {self.version} is installed without its patch (tools/gateway/patches/, "
+                f"applied by the npm postinstall; skipped by --ignore-scripts); run `{INSTALL_COMMAND}`."
             )
         return node, entry
 

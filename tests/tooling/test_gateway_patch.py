@@ -1,121 +1,192 @@
-"""The gateway's reviewed patch (tools/gateway/patches/apply.mjs), run with node as npm's postinstall runs it.
+"""The gateway's reviewed patch (tools/gateway/patches/, applied by patch-package as npm's postinstall).
 
-On a small stand-in bundle holding the two texts the patch replaces; that the patched real bundle serves
-every route is tests/e2e/test_e2e_gateway.py's job (unpatched, each of those tests fails).
+The patch file is one line diff of a minified bundle (two 482 KB lines), so these tests are its review:
+it changes exactly the two texts of upstream PR #1390 and adds the marker line; ``npm ci`` on a fresh copy
+of tools/gateway applies it with no manual step; the installed bundle carries it; a bundle it no longer
+fits fails the install. That the patched gateway serves every route is tests/e2e/test_e2e_gateway.py's job.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from devstack.gateway import PACKAGE_DIR, PATCH_MARKER, GatewayUnavailable, PortkeyGateway
+from devstack.gateway import PACKAGE_DIR, PACKAGE_NAME, PATCH_MARKER, GatewayUnavailable, PortkeyGateway
 from tests.conftest import in_ci
 
-APPLY = PACKAGE_DIR / "patches" / "apply.mjs"
-# The texts of @portkey-ai/gateway 1.15.2's build/start-server.js the patch replaces, and their fixed form.
+PATCH = PACKAGE_DIR / "patches" / "@portkey-ai+gateway+1.15.2.patch"
+BUNDLE = f"node_modules/{PACKAGE_NAME}/build/start-server.js"
+# The texts of @portkey-ai/gateway 1.15.2's build/start-server.js that PR #1390 changes, and their fixed
+# form: ResponseService.updateHeaders copies the Response before appending, and create() uses the copy.
 UPDATE_HEADERS = "updateHeaders(e,t,a){return e.headers.append("
-CALLER = "this.updateHeaders(i,n.cacheStatus,o),{response:i,"
 COPIED = (
     "updateHeaders(e,t,a){return(e=new Response(e.body,{status:e.status,statusText:e.statusText,"
     "headers:new Headers(e.headers)})).headers.append("
 )
+CALLER = "this.updateHeaders(i,n.cacheStatus,o),{response:i,"
 USES_THE_COPY = "i=this.updateHeaders(i,n.cacheStatus,o),{response:i,"
-BUNDLE = f'#!/usr/bin/env node\nclass ru{{async create(e){{return {CALLER}x}}{UPDATE_HEADERS}"a"),e}}}}\n'
+NPM_TIMEOUT_S = 300  # a cold npm cache on a busy machine; a warm one takes about 10 s
 
 
-@pytest.fixture(scope="module")
-def node() -> str:
-    found = shutil.which("node")
-    if found is None:
-        if in_ci():
-            pytest.fail("node is required in CI", pytrace=False)
-        pytest.skip("node is not installed")
-    return found
-
-
-def fake_install(modules: Path, *, version: str = "1.15.2", bundle: str = BUNDLE) -> Path:
-    package = modules / "@portkey-ai" / "gateway"
-    (package / "build").mkdir(parents=True)
-    (package / "package.json").write_text(json.dumps({"name": "@portkey-ai/gateway", "version": version}))
-    entry = package / "build" / "start-server.js"
-    entry.write_text(bundle)
-    return entry
-
-
-def apply(node: str, modules: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [node, str(APPLY), str(modules)], capture_output=True, text=True, timeout=60, check=False
+def patch_sides() -> tuple[list[str], list[str], list[str]]:
+    """The patch's one hunk as (context, removed, added) lines; fails unless it is exactly one file."""
+    lines = PATCH.read_text("utf-8").splitlines()
+    headers = [line for line in lines if line.startswith(("diff --git", "--- ", "+++ "))]
+    assert headers == [
+        f"diff --git a/{BUNDLE} b/{BUNDLE}",
+        f"--- a/{BUNDLE}",
+        f"+++ b/{BUNDLE}",
+    ]
+    hunk = lines[lines.index(f"+++ b/{BUNDLE}") + 1 :]
+    assert [line for line in hunk if line.startswith("@@")] == [hunk[0]]
+    body = hunk[1:]
+    return (
+        [line[1:] for line in body if line.startswith(" ")],
+        [line[1:] for line in body if line.startswith("-")],
+        [line[1:] for line in body if line.startswith("+")],
     )
 
 
-def test_the_patch_copies_the_response_and_its_caller_uses_the_copy(node: str, tmp_path: Path) -> None:
-    # Given an installed 1.15.2 bundle with the code of issue #1389
-    entry = fake_install(tmp_path / "node_modules")
-
-    # When npm's postinstall runs the patch
-    result = apply(node, tmp_path / "node_modules")
-
-    # Then both texts are replaced once, the marker ends the file, and it says what it applied
-    assert result.returncode == 0, result.stderr
-    patched = entry.read_text()
-    assert (patched.count(COPIED), patched.count(USES_THE_COPY)) == (1, 1)
-    assert UPDATE_HEADERS not in patched
-    assert patched.endswith(f"{PATCH_MARKER}\n")
-    assert "gateway patch applied: gateway PR #1390" in result.stdout
+def original_bundle() -> str:
+    """The published 1.15.2 bundle, as the patch's old side (shebang and one line) spells it."""
+    context, [removed], _ = patch_sides()
+    return "\n".join([*context, removed]) + "\n"
 
 
-def test_a_second_run_changes_nothing(node: str, tmp_path: Path) -> None:
-    # Given a bundle the patch was applied to
-    entry = fake_install(tmp_path / "node_modules")
-    assert apply(node, tmp_path / "node_modules").returncode == 0
-    once = entry.read_bytes()
-
-    # When it runs again (npm install after npm ci)
-    result = apply(node, tmp_path / "node_modules")
-
-    # Then the bundle is byte for byte the same and the run says so
-    assert result.returncode == 0, result.stderr
-    assert entry.read_bytes() == once
-    assert "already applied" in result.stdout
+@pytest.fixture(scope="module")
+def npm() -> str:
+    found = shutil.which("npm")
+    if found is None or shutil.which("node") is None:
+        if in_ci():
+            pytest.fail("node and npm are required in CI", pytrace=False)
+        pytest.skip("node or npm is not installed")
+    return found
 
 
-def test_another_gateway_version_fails_the_install(node: str, tmp_path: Path) -> None:
-    # Given the pin moved to a release the patch was not reviewed for
-    entry = fake_install(tmp_path / "node_modules", version="1.16.0")
-
-    # When the patch runs
-    result = apply(node, tmp_path / "node_modules")
-
-    # Then the install fails, naming both versions, and the bundle is untouched
-    assert result.returncode == 1
-    assert "1.16.0 is installed" in result.stderr
-    assert "is for 1.15.2" in result.stderr
-    assert entry.read_text() == BUNDLE
+def installed_bundle(package_dir: Path = PACKAGE_DIR) -> str:
+    path = package_dir / BUNDLE
+    if not path.exists():
+        if in_ci():
+            pytest.fail(f"{PACKAGE_NAME} is required in CI: run `make gateway`", pytrace=False)
+        pytest.skip(f"{PACKAGE_NAME} is not installed: run `make gateway`")
+    return path.read_text("utf-8")
 
 
-@pytest.mark.parametrize("bundle", [BUNDLE.replace(CALLER, ""), BUNDLE + UPDATE_HEADERS])
-def test_a_bundle_the_patch_no_longer_fits_fails_the_install(node: str, tmp_path: Path, bundle: str) -> None:
-    # Given a bundle holding one of the replaced texts not at all, or twice
-    entry = fake_install(tmp_path / "node_modules", bundle=bundle)
-
-    # When the patch runs
-    result = apply(node, tmp_path / "node_modules")
-
-    # Then the install fails and says which patch no longer fits; nothing was written
-    assert result.returncode == 1
-    assert "no longer fits" in result.stderr
-    assert entry.read_text() == bundle
+def assert_patched(bundle: str) -> None:
+    """The fixed texts once each, the unpatched ones nowhere, the marker last (counts: no 482 KB diffs)."""
+    counts = {text: bundle.count(text) for text in (COPIED, USES_THE_COPY, UPDATE_HEADERS, f",{CALLER}")}
+    assert counts == {COPIED: 1, USES_THE_COPY: 1, UPDATE_HEADERS: 0, f",{CALLER}": 0}
+    assert bundle[-len(PATCH_MARKER) - 1 :] == f"{PATCH_MARKER}\n"
 
 
-def test_the_gateway_refuses_an_unpatched_bundle(node: str, tmp_path: Path) -> None:
+def test_the_patch_changes_exactly_the_two_texts_of_pr_1390_and_adds_the_marker() -> None:
+    # Given the committed patch file (a reviewer cannot read a 482 KB line diff)
+    context, removed, added = patch_sides()
+
+    # When its old side gets the two replacements PR #1390 makes in responseService.ts
+    [old] = removed
+    expected = old
+    for before, after in ((UPDATE_HEADERS, COPIED), (CALLER, USES_THE_COPY)):
+        assert (expected.count(before), expected.count(after)) == (1, 0)
+        expected = expected.replace(before, after)
+
+    # Then that is its new side, plus the marker line, and nothing else changes
+    assert context == ["#!/usr/bin/env node"]
+    assert len(added) == 2
+    assert added[1] == PATCH_MARKER
+    if added[0] != expected:  # not `assert ==`: its diff would print both 482 KB lines
+        pytest.fail("the patch changes more than PR #1390's two texts", pytrace=False)
+
+
+def test_the_installed_gateway_carries_the_patch() -> None:
+    # Given the gateway as `make gateway` installed it
+    # When its bundle (the one devstack/gateway.py starts) is read
+    bundle = installed_bundle()
+
+    # Then it holds the fixed texts once, the unpatched ones nowhere, and ends with the marker
+    assert_patched(bundle)
+
+
+def test_npm_ci_on_a_fresh_copy_installs_the_gateway_and_applies_the_patch(npm: str, tmp_path: Path) -> None:
+    # Given a fresh copy of tools/gateway's committed files (no node_modules)
+    for name in ("package.json", "package-lock.json", "patches"):
+        source = PACKAGE_DIR / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name)
+        else:
+            shutil.copy(source, tmp_path / name)
+
+    # When `make gateway` runs its one command there
+    result = subprocess.run(
+        [npm, "ci", "--prefix", str(tmp_path), "--no-audit", "--no-fund", "--prefer-offline"],
+        capture_output=True,
+        text=True,
+        timeout=NPM_TIMEOUT_S,
+        check=False,
+        env={**os.environ, "CI": "true"},
+    )
+
+    # Then it succeeded, patch-package reported the patch, and the installed bundle is the patched one
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{PACKAGE_NAME}@1.15.2 ✔" in result.stdout
+    assert_patched(installed_bundle(tmp_path))
+    version = json.loads((tmp_path / "node_modules" / PACKAGE_NAME / "package.json").read_text())["version"]
+    assert version == "1.15.2"
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        pytest.param(
+            lambda bundle: bundle.replace(UPDATE_HEADERS, UPDATE_HEADERS.replace("e.", "r.")), id="edited"
+        ),
+        pytest.param(lambda bundle: bundle.replace(CALLER, ""), id="without-the-caller"),
+    ],
+)
+def test_a_bundle_the_patch_no_longer_fits_fails_the_install(
+    npm: str, tmp_path: Path, changed: Callable[[str], str]
+) -> None:
+    # Given tools/gateway's package.json and patch over a 1.15.2 bundle that differs from the published one
+    patcher = PACKAGE_DIR / "node_modules" / ".bin" / "patch-package"
+    if not patcher.exists():
+        installed_bundle(tmp_path)  # skips, or fails in CI, saying `make gateway`
+    shutil.copy(PACKAGE_DIR / "package.json", tmp_path / "package.json")
+    shutil.copytree(PACKAGE_DIR / "patches", tmp_path / "patches")
+    package = tmp_path / "node_modules" / PACKAGE_NAME
+    (package / "build").mkdir(parents=True)
+    (package / "package.json").write_text(json.dumps({"name": PACKAGE_NAME, "version": "1.15.2"}))
+    bundle = changed(original_bundle())
+    (tmp_path / BUNDLE).write_text(bundle, "utf-8")
+
+    # When npm's postinstall runs there
+    result = subprocess.run(
+        [str(patcher), "--error-on-fail"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=NPM_TIMEOUT_S,
+        check=False,
+    )
+
+    # Then the install fails, naming the patch, and the bundle is untouched
+    assert result.returncode == 1, result.stdout
+    assert "@portkey-ai+gateway+1.15.2.patch" in result.stdout + result.stderr
+    assert (tmp_path / BUNDLE).read_text("utf-8") == bundle
+
+
+def test_the_gateway_refuses_an_unpatched_bundle(tmp_path: Path) -> None:
     # Given the pinned version installed without its patch (npm ci --ignore-scripts)
     shutil.copy(PACKAGE_DIR / "package.json", tmp_path / "package.json")
-    fake_install(tmp_path / "node_modules")
+    package = tmp_path / "node_modules" / PACKAGE_NAME
+    (package / "build").mkdir(parents=True)
+    (package / "package.json").write_text(json.dumps({"name": PACKAGE_NAME, "version": "1.15.2"}))
+    (tmp_path / BUNDLE).write_text(original_bundle(), "utf-8")
 
     # When devstack/gateway.py is asked to start it
     gateway = PortkeyGateway(package_dir=tmp_path)
