@@ -28,13 +28,14 @@ $(SAM_STAMP): requirements-sam.txt
 	$(SAM_VENV)/bin/python -m pip install --quiet -r requirements-sam.txt
 	touch $(SAM_STAMP)
 
-# The real open-source Portkey gateway (Node), pinned in tools/gateway, for the end-to-end tests.
+# The real open-source Portkey gateway (Node), pinned in tools/gateway, for the end-to-end tests; npm ci's
+# postinstall (patch-package) applies tools/gateway/patches/ (tools/gateway/README.md).
 GATEWAY_STAMP := tools/gateway/node_modules/.package-lock.json
 
 gateway: $(GATEWAY_STAMP)
 
-$(GATEWAY_STAMP): tools/gateway/package.json tools/gateway/package-lock.json
-	npm ci --prefix tools/gateway --no-audit --no-fund
+$(GATEWAY_STAMP): tools/gateway/package.json tools/gateway/package-lock.json $(wildcard tools/gateway/patches/*.patch)
+	npm ci --prefix tools/gateway --no-audit --no-fund || { rm -f $(GATEWAY_STAMP); exit 1; }
 
 lint: venv
 	$(BIN)/ruff check .

@@ -4,7 +4,9 @@ Azure OpenAI serves the Assistants API threads at
 ``https://{resource}.openai.azure.com/openai/threads/{id}?api-version=…`` and authenticates with an
 ``api-key`` header (no ``Authorization``, no ``OpenAI-Beta`` requirement). Pointing the gateway's
 ``custom_host`` at :attr:`AzureOpenAIStandIn.url` (``http://127.0.0.1:PORT/openai``) sends it the
-same path, query and headers. Everything else (thread store, scripting, recording) is the
+same path, query and headers. Conversations are Azure's v1 API:
+``https://{resource}.openai.azure.com/openai/v1/conversations/{id}``, ``api-version`` optional, the
+same ``api-key``. Everything else (stores, scripting, recording) is the
 :class:`~devstack.portkey_standin.PortkeyStandIn`'s.
 
     with AzureOpenAIStandIn(api_keys={"azure-key"}) as azure:
@@ -33,7 +35,8 @@ _ACCESS_DENIED = (
 
 
 class AzureOpenAIStandIn(PortkeyStandIn):
-    """Threads under ``/openai``; ``api-version`` query parameter required; ``api-key`` authenticates.
+    """Threads under ``/openai`` with a required ``api-version`` query parameter, conversations under
+    ``/openai/v1`` (the v1 API: ``api-version`` optional); ``api-key`` authenticates.
 
     ``api_keys``: the accepted ``api-key`` values. ``api_versions``: if given, the only accepted
     ``api-version`` values (any non-empty value otherwise). Scripted replies skip these checks, as
@@ -51,7 +54,13 @@ class AzureOpenAIStandIn(PortkeyStandIn):
         self.start()
         return self
 
+    @property
+    def conversation_prefix(self) -> str:
+        return f"{self.prefix}/v1"
+
     def _normal(self, exchange: _Exchange) -> _Answer:
+        if exchange.conversation_id is not None:  # the v1 API: no dated api-version
+            return super()._normal(exchange)
         query = parse_qs(urlsplit(exchange.path).query)
         versions = query.get("api-version", [])
         if not versions or not versions[0]:

@@ -1,10 +1,14 @@
 """The real open-source Portkey gateway (``@portkey-ai/gateway``, pinned in ``tools/gateway``) on this
 machine, for end-to-end runs: handler → gateway → Portkey stand-in as a custom host.
 
-``npm ci --prefix tools/gateway`` installs it. The gateway's ``build/start-server.js`` takes its port
-as ``--port=N`` (default 8787) and hands no host to ``@hono/node-server``, which would then listen on
-every interface and print ``localhost:0`` for port 0. A small ``--import`` preload therefore binds
-it to 127.0.0.1 and reports the port the kernel chose, so ``--port=0`` works without a race.
+``npm ci --prefix tools/gateway`` installs it, and its ``postinstall`` (``patch-package``) applies
+``tools/gateway/patches/`` (see ``tools/gateway/README.md``); a bundle without the patch's marker is
+refused here, since unpatched 1.15.2 answers 500 on every proxied call under Node 20.
+
+The gateway's ``build/start-server.js`` takes its port as ``--port=N`` (default 8787) and hands no
+host to ``@hono/node-server``, which would then listen on every interface and print ``localhost:0``
+for port 0. A small ``--import`` preload therefore binds it to 127.0.0.1 and reports the port the
+kernel chose, so ``--port=0`` works without a race.
 
     with PortkeyGateway() as gateway:
         os.environ["PORTKEY_BASE_URL"] = gateway.url  # http://127.0.0.1:PORT/v1
@@ -26,12 +30,21 @@ from types import TracebackType
 from typing import IO
 from urllib.parse import quote
 
-__all__ = ["INSTALL_COMMAND", "GatewayStartError", "GatewayUnavailable", "PortkeyGateway", "pinned_version"]
+__all__ = [
+    "INSTALL_COMMAND",
+    "PATCH_MARKER",
+    "GatewayStartError",
+    "GatewayUnavailable",
+    "PortkeyGateway",
+    "pinned_version",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = ROOT / "tools" / "gateway"
 PACKAGE_NAME = "@portkey-ai/gateway"
 INSTALL_COMMAND = "npm ci --prefix tools/gateway"
+# The last line tools/gateway/patches/@portkey-ai+gateway+1.15.2.patch adds to the bundle.
+PATCH_MARKER = "// portkey-thread-updater: gateway PR #1390 applied (tools/gateway/patches/, patch-package)"
 HOST = "127.0.0.1"
 GREETING = "AI Gateway says hey!"  # what the gateway answers on GET /
 _LISTENING = "portkey-gateway-listening"
@@ -212,6 +225,11 @@ class PortkeyGateway:
             raise GatewayUnavailable(
                 f"{PACKAGE_NAME} {self.version} is installed but tools/gateway pins {wanted}; "
                 f"run `{INSTALL_COMMAND}`."
+            )
+        if PATCH_MARKER not in entry.read_text("utf-8", "replace"):
+            raise GatewayUnavailable(
+                f"{PACKAGE_NAME} {self.version} is installed without its patch (tools/gateway/patches/, "
+                f"applied by the npm postinstall; skipped by --ignore-scripts); run `{INSTALL_COMMAND}`."
             )
         return node, entry
 

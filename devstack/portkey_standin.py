@@ -1,7 +1,9 @@
 """A local HTTP stand-in for Portkey's Modify Thread endpoint (Assistants API v2 thread store).
 
 It answers ``POST {prefix}/threads/{id}`` (modify thread) and ``GET {prefix}/threads/{id}``
-(retrieve thread) like Portkey / OpenAI do, keeps threads in memory, records every request,
+(retrieve thread) like Portkey / OpenAI do, and ``POST``/``GET {prefix}/conversations/{id}`` (update
+and retrieve a conversation: body ``{"metadata": ...}`` only, no ``OpenAI-Beta`` needed, 404
+"Conversation with id '…' not found."), keeps threads and conversations in memory, records every request,
 and can be scripted per request (status, body, headers, slow, dropped connections) so that
 tests can drive retries, timeouts and concurrency deterministically.
 
@@ -50,6 +52,7 @@ from devstack.standin.server import (
     RecordedRequest,
     Server,
     accept_loop,
+    conversation_id_for,
     normalize_prefix,
     read_body,
     request_headers,
@@ -63,10 +66,13 @@ from devstack.standin.store import (
     ApiError,
     MetadataSemantics,
     ThreadStore,
+    conversation_not_found,
     default_error,
     error_answer,
+    new_conversation,
     not_found,
     parse_json,
+    validate_conversation_update,
     validate_update,
 )
 from devstack.standin.token_bucket import TokenBucket
@@ -98,7 +104,8 @@ class PortkeyStandIn:
 
     Scripted replies are consumed in this order for a request to thread ``T``: the queue
     ``script(T, ...)``, then ``always(T, ...)``, then the any-thread queue ``script(None, ...)``;
-    otherwise the request gets the normal behaviour. Only thread endpoints consume scripts.
+    otherwise the request gets the normal behaviour. Only thread and conversation endpoints consume
+    scripts; a conversation's are keyed by its id like a thread's.
 
     A request is recorded, and leaves the in-flight count, just before the first byte of its
     answer is sent: once a client has its response, :meth:`recorded` already shows it.
@@ -142,6 +149,7 @@ class PortkeyStandIn:
         self._api_keys: frozenset[str] | None = None if api_keys is None else frozenset(api_keys)
         self._auth_tokens: frozenset[str] | None = None if auth_tokens is None else frozenset(auth_tokens)
         self._store = ThreadStore(self._cond, metadata_semantics)
+        self._conversations = ThreadStore(self._cond, metadata_semantics, new=new_conversation)
         self._scripts = ScriptBook(self._cond)
         self._records: list[RecordedRequest] = []
         self._errors: list[str] = []
@@ -294,10 +302,20 @@ class PortkeyStandIn:
         """A copy of the stored ThreadObject, or ``None``."""
         return self._store.get(thread_id)
 
+    def conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        """A copy of the stored conversation, or ``None``."""
+        return self._conversations.get(conversation_id)
+
+    @property
+    def conversation_prefix(self) -> str:
+        """Where conversations live: ``{prefix}/conversations/{id}`` (a hook: Azure's are under ``/v1``)."""
+        return self.prefix
+
     def reset(self) -> None:
-        """Forget scripts, records, counters and threads (requests still in flight are not recorded)."""
+        """Forget scripts, records, counters, threads and conversations (in-flight ones: not recorded)."""
         with self._cond:
             self._store.clear()
+            self._conversations.clear()
             self._scripts.clear()
             self._records.clear()
             self._errors.clear()
@@ -321,8 +339,10 @@ class PortkeyStandIn:
         return self.recorded()
 
     def requests_for(self, thread_id: str) -> list[RecordedRequest]:
-        """Recorded requests to one thread, in arrival order."""
-        return [record for record in self.recorded() if record.thread_id == thread_id]
+        """Recorded requests to one thread (or conversation), in arrival order."""
+        return [
+            record for record in self.recorded() if thread_id in (record.thread_id, record.conversation_id)
+        ]
 
     def errors(self) -> list[str]:
         """Tracebacks of unexpected failures inside the stand-in (should stay empty)."""
@@ -408,6 +428,7 @@ class PortkeyStandIn:
             path=handler.path,
             thread_id=thread_id_for(self.prefix, handler.path),
             headers=request_headers(handler),
+            conversation_id=conversation_id_for(self.conversation_prefix, handler.path),
         )
 
     def _serve(self, handler: Handler) -> None:
@@ -447,6 +468,7 @@ class PortkeyStandIn:
             status=status,
             arrived_at=exchange.arrived_at,
             sequence=exchange.sequence,
+            conversation_id=exchange.conversation_id,
         )
         with self._cond:
             self._in_flight -= 1
@@ -474,7 +496,8 @@ class PortkeyStandIn:
             refused = Answer(429, json.dumps(default_error(429)).encode(), {"Retry-After": retry_after})
             self._write(handler, exchange, refused)
             return
-        reply = self._next_reply(exchange.thread_id)
+        target = exchange.thread_id if exchange.conversation_id is None else exchange.conversation_id
+        reply = self._next_reply(target)
         if reply is None:
             if self.latency > 0 and self._stopping.wait(self.latency):
                 handler.close_connection = True  # stopping: drop it
@@ -491,9 +514,9 @@ class PortkeyStandIn:
         answer = scripted_answer(
             reply,
             method=exchange.method,
-            thread_id=exchange.thread_id,
+            thread_id=target,
             parsed=exchange.parsed,
-            store=self._store,
+            store=self._store if exchange.conversation_id is None else self._conversations,
             headers=exchange.headers,
         )
         self._write(handler, exchange, answer, drop=reply.drop, drip=reply.drip)
@@ -502,15 +525,18 @@ class PortkeyStandIn:
         """The ``Retry-After`` to answer with when the token bucket refuses this request, else None."""
         with self._cond:
             bucket = self._bucket
-            if bucket is None or exchange.thread_id is None or bucket.take(time.monotonic()):
+            targets = (exchange.thread_id, exchange.conversation_id)
+            if bucket is None or targets == (None, None) or bucket.take(time.monotonic()):
                 return None
             return bucket.retry_after
 
     def _normal(self, exchange: Exchange) -> Answer:
         """What Portkey answers (a hook: the Azure stand-in checks more first)."""
         method, raw_path, thread_id = exchange.method, exchange.path, exchange.thread_id
-        headers, parsed, body = exchange.headers, exchange.parsed, exchange.body
+        headers, parsed = exchange.headers, exchange.parsed
         self._check_auth(headers)
+        if exchange.conversation_id is not None and method in ("GET", "POST"):
+            return self._conversation_answer(exchange)
         if thread_id is None or method not in ("GET", "POST"):
             raise ApiError(404, f"Invalid URL ({method} {raw_path.split('?', 1)[0]})")
         if self.require_beta_header:
@@ -528,23 +554,26 @@ class PortkeyStandIn:
                 raise not_found(thread_id)
             return Answer(200, json.dumps(found).encode("utf-8"), {})
 
-        media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type != "application/json" and not media_type.endswith("+json"):
-            raise ApiError(
-                400,
-                f"Invalid Content-Type header ({headers.get('content-type', '')!r}), "
-                "expected application/json.",
-                code="invalid_content_type",
-            )
-        if parsed is None and body.strip() != b"null":
-            raise ApiError(
-                400,
-                "We could not parse the JSON body of your request. "
-                "(HINT: The API expects a JSON payload, but what was sent was not valid JSON.)",
-            )
+        _check_json_body(exchange)
         stored = self._store.apply(thread_id, validate_update(parsed), create=self.auto_create)
         if stored is None:
             raise not_found(thread_id)
+        return Answer(200, json.dumps(stored).encode("utf-8"), {})
+
+    def _conversation_answer(self, exchange: Exchange) -> Answer:
+        """GET or POST ``{conversation_prefix}/conversations/{id}``, as OpenAI answers them."""
+        conversation_id = exchange.conversation_id
+        assert conversation_id is not None
+        if exchange.method == "GET":
+            found = self.conversation(conversation_id)
+            if found is None:
+                raise conversation_not_found(conversation_id)
+            return Answer(200, json.dumps(found).encode("utf-8"), {})
+        _check_json_body(exchange)
+        update = validate_conversation_update(exchange.parsed)
+        stored = self._conversations.apply(conversation_id, update, create=self.auto_create)
+        if stored is None:
+            raise conversation_not_found(conversation_id)
         return Answer(200, json.dumps(stored).encode("utf-8"), {})
 
     def _check_auth(self, headers: Mapping[str, str]) -> None:
@@ -590,6 +619,24 @@ class PortkeyStandIn:
 
 
 # --------------------------------------------------------------------------- standalone
+
+
+def _check_json_body(exchange: Exchange) -> None:
+    """Refuse a POST whose body is not JSON, with OpenAI's words."""
+    content_type = exchange.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise ApiError(
+            400,
+            f"Invalid Content-Type header ({content_type!r}), expected application/json.",
+            code="invalid_content_type",
+        )
+    if exchange.parsed is None and exchange.body.strip() != b"null":
+        raise ApiError(
+            400,
+            "We could not parse the JSON body of your request. "
+            "(HINT: The API expects a JSON payload, but what was sent was not valid JSON.)",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,6 +41,8 @@ class RecordedRequest:
     """``time.monotonic()`` when the request's headers had been read."""
     sequence: int
     """Arrival order since the last start/reset, from 0."""
+    conversation_id: str | None = None
+    """Decoded conversation id when ``path`` is a conversation endpoint, else ``None``."""
 
 
 @dataclass
@@ -58,6 +60,7 @@ class Exchange:
     parsed: Any | None = None
     finished: bool = False
     record: RecordedRequest | None = None
+    conversation_id: str | None = None
 
 
 class BodyError(Exception):
@@ -84,8 +87,16 @@ def normalize_prefix(prefix: str) -> str:
 
 def thread_id_for(prefix: str, raw_path: str) -> str | None:
     """The decoded thread id when ``raw_path`` is ``{prefix}/threads/{id}``, else ``None``."""
+    return _id_under(f"{prefix}/threads/", raw_path)
+
+
+def conversation_id_for(prefix: str, raw_path: str) -> str | None:
+    """The decoded conversation id when ``raw_path`` is ``{prefix}/conversations/{id}``, else ``None``."""
+    return _id_under(f"{prefix}/conversations/", raw_path)
+
+
+def _id_under(base: str, raw_path: str) -> str | None:
     path = raw_path.split("?", 1)[0]
-    base = f"{prefix}/threads/"
     if not path.startswith(base):
         return None
     segment = path[len(base) :]

@@ -1,4 +1,4 @@
-"""The stand-in's thread store: Assistants v2 ThreadObjects and the OpenAI-style validation of updates.
+"""The stand-in's stores: Assistants v2 ThreadObjects, conversations, and OpenAI-style validation of updates.
 
 What Portkey / OpenAI would store, and what they would refuse (with the error envelope they send).
 """
@@ -9,6 +9,7 @@ import copy
 import json
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Literal, NamedTuple, get_args
 
@@ -18,12 +19,15 @@ __all__ = [
     "ApiError",
     "MetadataSemantics",
     "ThreadStore",
+    "conversation_not_found",
     "default_error",
     "error_answer",
     "merged_metadata",
+    "new_conversation",
     "new_thread",
     "not_found",
     "parse_json",
+    "validate_conversation_update",
     "validate_update",
 ]
 
@@ -110,6 +114,11 @@ def default_error(status: int) -> dict[str, Any]:
 def not_found(thread_id: str) -> ApiError:
     """The 404 for a thread that does not exist."""
     return ApiError(404, f"No thread found with id '{thread_id}'.", param=None)
+
+
+def conversation_not_found(conversation_id: str) -> ApiError:
+    """The 404 OpenAI sends for a conversation that does not exist."""
+    return ApiError(404, f"Conversation with id '{conversation_id}' not found.", param=None)
 
 
 def _json_type_name(value: Any) -> str:
@@ -221,6 +230,26 @@ def validate_update(payload: Any) -> dict[str, Any]:
     return payload
 
 
+def validate_conversation_update(payload: Any) -> dict[str, Any]:
+    """Check an Update Conversation body (``metadata`` only, required, may be null); return it."""
+    if not isinstance(payload, dict):
+        raise ApiError(
+            400, f"Invalid type for 'body': expected an object, but got {_json_type_name(payload)}."
+        )
+    unknown = [name for name in payload if name != "metadata"]
+    if unknown:
+        raise ApiError(400, f"Unrecognized request argument supplied: {unknown[0]}")
+    if "metadata" not in payload:
+        raise ApiError(
+            400,
+            "Missing required parameter: 'metadata'.",
+            param="metadata",
+            code="missing_required_parameter",
+        )
+    _validate_metadata(payload["metadata"])
+    return payload
+
+
 def parse_json(body: bytes) -> Any:
     """Strict JSON, as OpenAI reads it: ``NaN`` and ``Infinity`` are not JSON."""
 
@@ -258,18 +287,31 @@ def new_thread(thread_id: str) -> dict[str, Any]:
     }
 
 
+def new_conversation(conversation_id: str) -> dict[str, Any]:
+    """A fresh conversation object, as OpenAI creates it (no tool_resources)."""
+    return {"id": conversation_id, "object": "conversation", "created_at": int(time.time()), "metadata": {}}
+
+
 class ThreadStore:
-    """ThreadObjects by id, in memory. Every method hands out copies, never the stored dicts.
+    """ThreadObjects (or, with ``new=new_conversation``, conversations) by id, in memory. Every method
+    hands out copies, never the stored dicts.
 
     ``lock`` is the stand-in's own, so a reset clears threads, scripts and records at once.
     ``semantics``: how an update's ``metadata`` is written (:data:`MetadataSemantics`);
     ``tool_resources`` is replaced whole under both.
     """
 
-    def __init__(self, lock: threading.Condition, semantics: MetadataSemantics = "merge") -> None:
+    def __init__(
+        self,
+        lock: threading.Condition,
+        semantics: MetadataSemantics = "merge",
+        *,
+        new: Callable[[str], dict[str, Any]] = new_thread,
+    ) -> None:
         if semantics not in METADATA_SEMANTICS:
             raise ValueError(f"metadata semantics must be one of {METADATA_SEMANTICS}, not {semantics!r}")
         self._lock = lock
+        self._new = new
         self._threads: dict[str, dict[str, Any]] = {}
         self.semantics: MetadataSemantics = semantics
 
@@ -298,7 +340,7 @@ class ThreadStore:
             stored = self._threads.get(thread_id)
             if stored is None and not create:
                 return None
-            after = copy.deepcopy(stored) if stored is not None else new_thread(thread_id)
+            after = copy.deepcopy(stored) if stored is not None else self._new(thread_id)
             written = copy.deepcopy(update)
             if "metadata" in update:
                 written["metadata"] = merged_metadata(after["metadata"], update["metadata"], self.semantics)
@@ -312,7 +354,7 @@ class ThreadStore:
             stored = self._threads.get(thread_id)
             if stored is not None:
                 return copy.deepcopy(stored)
-        thread = new_thread(thread_id)
+        thread = self._new(thread_id)
         thread.update(copy.deepcopy(update))
         return thread
 

@@ -1,7 +1,8 @@
 """End to end through the real open-source Portkey gateway (Node, pinned in tools/gateway).
 
 The real handler calls the gateway on loopback; the gateway routes to the Portkey stand-in as a
-custom host. What the gateway 1.9.8 does on this path, and what these tests pin down:
+custom host. What the gateway 1.15.2 (with its patch, tools/gateway/README.md) does on this path, and
+what these tests pin down:
 
 * it strips every ``x-portkey-*`` header (the Portkey API key never reaches the provider) and
   forwards ``Authorization``, ``OpenAI-Beta``, the path under ``/v1`` and the JSON body;
@@ -9,7 +10,11 @@ custom host. What the gateway 1.9.8 does on this path, and what these tests pin 
   their bodies and ``Retry-After`` pass through, so the retries seen upstream are the handler's;
 * with an inline ``azure-openai`` config it calls ``{custom_host}/threads/{id}?api-version=…``
   (``custom_host`` standing for ``https://{resource_name}.openai.azure.com/openai``) with the
-  config's key as ``api-key``, and nothing else of the caller's credentials.
+  config's key as ``api-key``, and nothing else of the caller's credentials;
+* conversations (``POST /v1/conversations/{id}``) go through its generic proxy like threads, to
+  ``{custom_host}/conversations/{id}``, and with ``"api_version": "v1"`` to Azure's v1 path
+  ``{custom_host}/v1/conversations/{id}`` with no ``api-version`` query;
+* it has no Model Catalog: an ``@slug`` provider is refused with 400 before anything is sent.
 
 Needs ``npm ci --prefix tools/gateway``. Without node or the package the tests fail in CI (``CI``
 set) and are skipped elsewhere.
@@ -88,10 +93,24 @@ def wire_body(update: dict[str, Any]) -> bytes:
 
 def assert_forwarded(request: RecordedRequest, thread_id: str, update: dict[str, Any]) -> None:
     """What the provider saw: the thread path, the provider token, the beta header, the exact body."""
-    assert request.method == "POST"
     assert request.path == f"/v1/threads/{thread_id}"
-    assert request.headers["authorization"] == f"Bearer {PROVIDER_AUTH}"
     assert request.headers["openai-beta"] == "assistants=v2"
+    assert_proxied(request, update)
+
+
+def assert_conversation_forwarded(
+    request: RecordedRequest, conversation_id: str, update: dict[str, Any]
+) -> None:
+    """What the provider saw: the conversation path, the provider token, no beta header, the exact body."""
+    assert request.path == f"/v1/conversations/{conversation_id}"
+    assert "openai-beta" not in request.headers
+    assert_proxied(request, update)
+
+
+def assert_proxied(request: RecordedRequest, update: dict[str, Any]) -> None:
+    """A POST with the provider token, JSON, no x-portkey-* header and no Portkey key, the exact body."""
+    assert request.method == "POST"
+    assert request.headers["authorization"] == f"Bearer {PROVIDER_AUTH}"
     assert request.headers["content-type"] == "application/json"
     assert [name for name in request.headers if name.startswith("x-portkey-")] == []
     assert API_KEY not in json.dumps(request.headers)
@@ -125,7 +144,7 @@ def test_update_is_applied_through_the_gateway_with_provider_auth_and_custom_hos
 def test_update_is_applied_through_the_gateway_with_an_inline_config(
     invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, gateway: PortkeyGateway
 ) -> None:
-    # Given the secret routes by an inline x-portkey-config object (gateway 1.9.8 schema: snake_case)
+    # Given the secret routes by an inline x-portkey-config object (gateway schema: snake_case)
     config = {"provider": "openai", "api_key": PROVIDER_AUTH, "custom_host": portkey.url}
     aws.put_secret({"api_key": API_KEY, "config": config})
     update = {"tool_resources": {"code_interpreter": {"file_ids": ["file_1", "file_2"]}}}
@@ -250,6 +269,112 @@ def test_5xx_storm_ends_in_the_dlq_through_the_queues_redrive_policy(
     assert poller.in_queue() == 0
 
 
+# --------------------------------------------------------------------------- conversations
+
+
+def test_a_thread_and_a_conversation_update_in_one_batch_are_both_applied_through_the_gateway(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given the secret routes by provider + provider_auth + custom_host, and one batch holds a thread
+    # update and a conversation update
+    aws.put_secret(custom_host_secret(portkey))
+    thread_update = {"metadata": {"stage": "thread"}, "tool_resources": None}
+    conversation_update = {"metadata": {"stage": "conversation", "user": "abc"}}
+    event = sqs_event(
+        [
+            {"thread_id": "thread_gw_both", **thread_update},
+            {"conversation_id": "conv_gw_both", **conversation_update},
+        ]
+    )
+
+    # When the handler processes the batch
+    response = invoke(event)
+
+    # Then the gateway forwarded each to its own endpoint (the beta header only on the thread's), with
+    # exactly its fields, and both are stored
+    assert response == {"batchItemFailures": []}
+    [thread_call] = portkey.requests_for("thread_gw_both")
+    [conversation_call] = portkey.requests_for("conv_gw_both")
+    assert (thread_call.status, conversation_call.status) == (200, 200)
+    assert_forwarded(thread_call, "thread_gw_both", thread_update)
+    assert_conversation_forwarded(conversation_call, "conv_gw_both", conversation_update)
+    stored = portkey.conversation("conv_gw_both")
+    assert stored is not None
+    assert (stored["object"], stored["metadata"]) == ("conversation", conversation_update["metadata"])
+    thread = portkey.thread("thread_gw_both")
+    assert thread is not None
+    assert thread["metadata"] == thread_update["metadata"]
+    assert aws.dead_letters() == []
+
+
+def test_conversation_update_is_applied_through_the_gateway_with_an_inline_config(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given the secret routes by an inline x-portkey-config object
+    config = {"provider": "openai", "api_key": PROVIDER_AUTH, "custom_host": portkey.url}
+    aws.put_secret({"api_key": API_KEY, "config": config})
+    update = {"metadata": {"plan": "pro"}}
+    event = sqs_event([{"conversation_id": "conv_gw_config", **update}])
+
+    # When the handler processes the batch
+    response = invoke(event)
+
+    # Then the config's api_key reached the provider as its Bearer token on the conversation path
+    assert response == {"batchItemFailures": []}
+    [request] = portkey.requests
+    assert request.status == 200
+    assert_conversation_forwarded(request, "conv_gw_config", update)
+    stored = portkey.conversation("conv_gw_config")
+    assert stored is not None
+    assert stored["metadata"] == update["metadata"]
+
+
+def test_conversation_404_passes_through_and_is_dead_lettered_as_rejected_naming_the_conversation(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given the provider has no such conversation (unknown ones are not created)
+    aws.put_secret(custom_host_secret(portkey))
+    portkey.auto_create = False
+    event = sqs_event([{"conversation_id": "conv_gw_gone", "metadata": {"a": "b"}}])
+
+    # When the update is processed
+    response = invoke(event)
+
+    # Then the provider's 404 and its words came back through the gateway: one attempt, a letter
+    # that names the conversation (and no thread) with the original body for a replay
+    assert response == {"batchItemFailures": []}
+    [request] = portkey.requests
+    assert (request.status, request.path) == (404, "/v1/conversations/conv_gw_gone")
+    [letter] = aws.dead_letters()
+    assert (letter["category"], letter["status"], letter["attempts"]) == ("rejected", 404, 1)
+    assert "Conversation with id 'conv_gw_gone' not found." in letter["error"]
+    assert letter["conversation_id"] == "conv_gw_gone"
+    assert letter["thread_id"] is None
+    assert letter["payload"] == event["Records"][0]["body"]
+
+
+def test_a_model_catalog_provider_is_refused_by_the_open_source_gateway_before_any_call(
+    invoke: Invoker, portkey: PortkeyStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given the secret routes by a Model Catalog slug (x-portkey-provider: @slug, no provider auth),
+    # which hosted Portkey resolves and the open-source gateway has no catalog for
+    aws.put_secret({"api_key": API_KEY, "provider": "@openai-prod"})
+    event = sqs_event([{"conversation_id": "conv_gw_catalog", "metadata": {"k": "v"}}])
+
+    # When the update is processed
+    response = invoke(event)
+
+    # Then the gateway answered 400 "Invalid provider passed" itself (nothing reached the provider),
+    # and the update is dead-lettered as rejected with those words and its body for a replay
+    assert response == {"batchItemFailures": []}
+    assert portkey.requests == []
+    [letter] = aws.dead_letters()
+    assert (letter["category"], letter["status"], letter["attempts"]) == ("rejected", 400, 1)
+    assert "Invalid provider passed" in letter["error"]
+    assert letter["conversation_id"] == "conv_gw_catalog"
+    assert letter["payload"] == event["Records"][0]["body"]
+
+
 # --------------------------------------------------------------------------- Azure OpenAI, inline config
 
 AZURE_RESOURCE = "contoso-assistants"
@@ -278,9 +403,14 @@ def azure_secret(azure: AzureOpenAIStandIn) -> dict[str, Any]:
 def assert_azure_call(request: RecordedRequest, thread_id: str, update: dict[str, Any]) -> None:
     """What Azure saw: its thread path and api-version, the Azure key as api-key, the exact body."""
     url = urlsplit(request.path)
-    assert request.method == "POST"
     assert url.path == f"/openai/threads/{thread_id}"
     assert parse_qs(url.query) == {"api-version": [AZURE_API_VERSION]}
+    assert_azure_proxied(request, update)
+
+
+def assert_azure_proxied(request: RecordedRequest, update: dict[str, Any]) -> None:
+    """A POST with the Azure key as api-key and nothing of the caller's credentials, the exact body."""
+    assert request.method == "POST"
     assert request.headers["api-key"] == PROVIDER_AUTH
     assert "authorization" not in request.headers
     assert request.headers["content-type"] == "application/json"
@@ -384,3 +514,67 @@ def test_a_wrong_azure_key_is_a_configuration_error_not_a_rejection(
     assert {request.status for request in azure.requests} == {401}
     assert azure.thread("thread_az_key") is None
     assert aws.dead_letters() == []
+
+
+# --------------------------------------------------------------------------- Azure OpenAI v1, conversations
+
+
+def azure_v1_secret(azure: AzureOpenAIStandIn) -> dict[str, Any]:
+    """Azure's v1 API: ``api_version`` "v1", no dated version (the gateway builds v1 paths from 1.15.0)."""
+    secret = azure_secret(azure)
+    secret["config"]["api_version"] = "v1"
+    return secret
+
+
+def assert_azure_conversation_call(
+    request: RecordedRequest, conversation_id: str, update: dict[str, Any]
+) -> None:
+    """What Azure saw: the v1 conversation path, no api-version, no beta header, as any Azure call."""
+    url = urlsplit(request.path)
+    assert (url.path, url.query) == (f"/openai/v1/conversations/{conversation_id}", "")
+    assert "openai-beta" not in request.headers
+    assert_azure_proxied(request, update)
+
+
+def test_azure_openai_v1_config_reaches_the_azure_conversation_endpoint(
+    invoke: Invoker, azure: AzureOpenAIStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given the secret routes by an inline azure-openai config for Azure's v1 API
+    aws.put_secret(azure_v1_secret(azure))
+    update = {"metadata": {"stage": "azure-v1"}}
+    event = sqs_event([{"conversation_id": "conv_az_ok", **update}])
+
+    # When the handler processes the batch
+    response = invoke(event)
+
+    # Then Azure got one call on /openai/v1/conversations/{id}, and the conversation holds the update
+    assert response == {"batchItemFailures": []}
+    [request] = azure.requests
+    assert request.status == 200
+    assert_azure_conversation_call(request, "conv_az_ok", update)
+    stored = azure.conversation("conv_az_ok")
+    assert stored is not None
+    assert stored["metadata"] == update["metadata"]
+    assert aws.dead_letters() == []
+
+
+def test_azure_conversation_404_is_dead_lettered_as_rejected(
+    invoke: Invoker, azure: AzureOpenAIStandIn, aws: AwsResources, gateway: PortkeyGateway
+) -> None:
+    # Given Azure has no such conversation
+    aws.put_secret(azure_v1_secret(azure))
+    azure.auto_create = False
+    update = {"metadata": {"a": "b"}}
+    event = sqs_event([{"conversation_id": "conv_az_gone", **update}])
+
+    # When the update is processed
+    response = invoke(event)
+
+    # Then one call was made, and the letter names the conversation with Azure's 404 and its words
+    assert response == {"batchItemFailures": []}
+    [request] = azure.requests
+    assert_azure_conversation_call(request, "conv_az_gone", update)
+    [letter] = aws.dead_letters()
+    assert (letter["category"], letter["status"], letter["attempts"]) == ("rejected", 404, 1)
+    assert "Conversation with id 'conv_az_gone' not found." in letter["error"]
+    assert letter["conversation_id"] == "conv_az_gone"
