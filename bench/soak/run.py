@@ -95,7 +95,7 @@ def run_soak(config: SoakConfig, endpoint: str) -> SoakReport:
     plan = planned_bodies(config)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log_paths = [LOG_DIR / f"{config.label}-worker{index}.log" for index in range(config.workers)]
-    standin = FaultyStandIn(config, metadata_semantics=config.upstream_semantics)  # type: ignore[arg-type]
+    standin = FaultyStandIn(config, metadata_semantics=config.upstream_semantics)
     with standin:
         for thread_id in gone:
             standin.always(

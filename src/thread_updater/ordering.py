@@ -151,29 +151,7 @@ def plan_group(
             waiting_for[candidate.index] = (blocking[0], blocking[1])
             wait_until.append(blocking[2])
         active, winners = [], {}
-    won: dict[int, frozenset[str]] = {}
-    newer: dict[int, int] = {}
-    for candidate in active:
-        # A slot won by an equal version (the same update delivered twice) counts as its own too.
-        mine = frozenset(
-            name
-            for name, winner in winners.items()
-            if name in candidate.slots and winner.version == candidate.version
-        )
-        if mine or not candidate.slots:  # an update that sets nothing is still sent (a no-op for it)
-            won[candidate.index] = mine
-            dispositions[candidate.index] = Disposition.CONTRIBUTES
-            lost = [_newer_version(slots, winners, name) for name in candidate.slots if name not in mine]
-            if lost:
-                newer[candidate.index] = max(lost)
-            continue
-        covering = [_newer_version(slots, winners, name) for name in candidate.slots]
-        newer[candidate.index] = max(covering)
-        by_state = all(
-            (slots.get(name) or SlotState()).version == version
-            for name, version in zip(candidate.slots, covering, strict=True)
-        )
-        dispositions[candidate.index] = Disposition.SUPERSEDED if by_state else Disposition.SHADOWED
+    won, newer = _contributions(slots, active, winners, dispositions)
     send = {name: Sent(version=winner.version, value=winner.slots[name]) for name, winner in winners.items()}
     healed: set[str] = set()
     for name, state in slots.items():
@@ -198,6 +176,40 @@ def plan_group(
         wait_until_ms=min(wait_until) if wait_until else None,
         key_count=key_count,
     )
+
+
+def _contributions(
+    slots: Mapping[str, SlotState],
+    active: Sequence[Candidate],
+    winners: Mapping[str, Candidate],
+    dispositions: dict[int, Disposition],
+) -> tuple[dict[int, frozenset[str]], dict[int, int]]:
+    """The slots each active candidate wins, and the version covering what it does not; records
+    each one's disposition (contributes, superseded or shadowed) in ``dispositions``."""
+    won: dict[int, frozenset[str]] = {}
+    newer: dict[int, int] = {}
+    for candidate in active:
+        # A slot won by an equal version (the same update delivered twice) counts as its own too.
+        mine = frozenset(
+            name
+            for name, winner in winners.items()
+            if name in candidate.slots and winner.version == candidate.version
+        )
+        if mine or not candidate.slots:  # an update that sets nothing is still sent (a no-op for it)
+            won[candidate.index] = mine
+            dispositions[candidate.index] = Disposition.CONTRIBUTES
+            lost = [_newer_version(slots, winners, name) for name in candidate.slots if name not in mine]
+            if lost:
+                newer[candidate.index] = max(lost)
+            continue
+        covering = [_newer_version(slots, winners, name) for name in candidate.slots]
+        newer[candidate.index] = max(covering)
+        by_state = all(
+            (slots.get(name) or SlotState()).version == version
+            for name, version in zip(candidate.slots, covering, strict=True)
+        )
+        dispositions[candidate.index] = Disposition.SUPERSEDED if by_state else Disposition.SHADOWED
+    return won, newer
 
 
 def _wait(slots: Mapping[str, SlotState], candidate: Candidate, now: int) -> tuple[str, int, int] | None:
