@@ -1026,7 +1026,6 @@ def test_sqs_batch_event() -> None:
     assert json.loads(bodies[1]) == {
         "thread_id": "thread_def456",
         "tool_resources": {"code_interpreter": {"file_ids": ["file-1"]}},
-        "metadata": None,
     }
     assert bodies[2] == "not json"
     assert json.loads(bodies[3]) == {"thread_id": "../assistants", "metadata": {}}
