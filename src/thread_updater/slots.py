@@ -110,7 +110,10 @@ def request_body(
         if METADATA in values:
             body[METADATA] = values[METADATA]
     else:
-        keys = {name[len(KEY_PREFIX) :]: values[name] for name in sorted(metadata_keys(values))}
+        # In the order the slots come (an update's own key order, for a request of one update).
+        keys = {
+            name[len(KEY_PREFIX) :]: value for name, value in values.items() if name.startswith(KEY_PREFIX)
+        }
         if keys:
             body[METADATA] = keys
     if metadata_required and METADATA not in body:
