@@ -341,14 +341,20 @@ def fifo_problems(
     seq_of: Mapping[str, int],
     gone: set[str],
 ) -> list[str]:
-    """Per thread: writes arrive in send order, and the final state is the last update written."""
+    """Per thread: writes arrive in send order, and the final state is the last update written.
+
+    A write is judged by what it carries (its ``seq``), not by its trace id: a heal sends the newest
+    known state again, traced by the newest update of the batch that carried it, which may be older
+    than the state it restores.
+    """
     problems = []
     stored = reached_store(standin)  # message ids
     written: dict[str, list[int]] = collections.defaultdict(list)  # thread -> seqs of 2xx writes
     for request in standin.requests:
         trace_id = request.headers.get(TRACE_ID_HEADER, "")
-        if 200 <= request.status < 300 and trace_id in seq_of:
-            written[thread_of[trace_id]].append(seq_of[trace_id])
+        carried = update_key(request.json)
+        if 200 <= request.status < 300 and trace_id in seq_of and carried is not None:
+            written[thread_of[trace_id]].append(int(carried))
     for thread_id, seqs in written.items():
         if seqs != sorted(seqs):
             problems.append(f"{thread_id}: writes out of send order: {seqs}")

@@ -70,7 +70,7 @@ class _SerializedPoller(SqsPoller):
         The function sets each handed-back record's visibility to its own retry delay (a transient
         backoff of up to 300 s, the rest of another invocation's lease on the thread, or the heal
         delay after an unknown outcome) and logs it as ``retry_delay_s``. The harness reads that
-        line and shortens the delay to at most ``max_handback_delay_s`` so a run stays short; that
+        line and shortens a longer delay to ``max_handback_delay_s`` so a run stays short; that
         bound is at least the heal delay (``SoakConfig`` checks), so a record handed back after an
         unknown outcome still returns only once its thread's heal is due, as in production. A record
         without a delay of its own (behind a retried update in its lane, or after a configuration
@@ -97,6 +97,12 @@ class _SerializedPoller(SqsPoller):
             if group is not None:
                 first_of_group.add(group)
             own = delays.get(message["MessageId"])
+            if own is not None and own <= self._max_handback_delay_s and not later_in_group:
+                # The function's own change stands. Setting it again from now would race the
+                # redelivery: should this container run late, the message may already be back with
+                # another container, and moto honours a stale receipt handle, so a second change
+                # would release it a second time (and it would be applied twice).
+                continue
             delay = self._max_handback_delay_s if own is None else min(own, self._max_handback_delay_s)
             entries.append(
                 {
