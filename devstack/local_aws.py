@@ -22,6 +22,8 @@ from mypy_boto3_dynamodb import DynamoDBClient
 from mypy_boto3_sqs import SQSClient
 from mypy_boto3_sqs.literals import QueueAttributeNameType
 
+from devstack.moto_sqs import behave_like_sqs
+
 REGION = "us-east-1"
 EVENT_SOURCE = "com.example.threads"
 _EVENT_FIELDS = ("id", "time", "detail-type", "source", "account", "region", "resources", "detail")
@@ -59,6 +61,7 @@ def moto_server() -> Iterator[str]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     # moto's DEBUG lines (DynamoDB expression parsing) cost more than the calls they describe
     logging.getLogger("moto").setLevel(logging.INFO)
+    behave_like_sqs()  # concurrent deletes and FIFO hand-backs as SQS does them (see devstack/moto_sqs.py)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

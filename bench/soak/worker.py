@@ -76,28 +76,20 @@ class _SerializedPoller(SqsPoller):
         without a delay of its own (behind a retried update in its lane, or after a configuration
         error) would wait out the queue's visibility timeout; the harness gives it the bound too.
 
-        FIFO: moto delivers a group's handed-back messages out of order when several of them turn
-        visible together (its scan skips the first while the later ones are still "in flight", then
-        releases the group at the last one and delivers that); real SQS keeps the group's order. So
-        every handed-back message after the first of its group turns visible at once, and the first
-        one later: moto's scan then releases them behind the first one, in order.
+        FIFO needs nothing more: moto, corrected by ``devstack.moto_sqs``, keeps a group's order when
+        its handed-back messages turn visible together, as SQS does.
         """
         super()._settle(messages, response)
         if not isinstance(response, Mapping):
             return
         failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
         delays = self._retry_delays.read()
-        first_of_group: set[str] = set()
         entries: list[Any] = []
         for message in messages:
             if message["MessageId"] not in failed:
                 continue
-            group = message.get("Attributes", {}).get("MessageGroupId")
-            later_in_group = group is not None and group in first_of_group
-            if group is not None:
-                first_of_group.add(group)
             own = delays.get(message["MessageId"])
-            if own is not None and own <= self._max_handback_delay_s and not later_in_group:
+            if own is not None and own <= self._max_handback_delay_s:
                 # The function's own change stands. Setting it again from now would race the
                 # redelivery: should this container run late, the message may already be back with
                 # another container, and moto honours a stale receipt handle, so a second change
@@ -108,7 +100,7 @@ class _SerializedPoller(SqsPoller):
                 {
                     "Id": str(len(entries)),
                     "ReceiptHandle": message["ReceiptHandle"],
-                    "VisibilityTimeout": 0 if later_in_group else math.ceil(delay),
+                    "VisibilityTimeout": math.ceil(delay),
                 }
             )
         for start in range(0, len(entries), 10):
