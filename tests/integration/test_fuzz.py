@@ -22,6 +22,7 @@ import re
 from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,10 @@ from thread_updater.jobs import eventbridge_job, sqs_job
 from thread_updater.models import TOO_DEEPLY_NESTED, InvalidUpdate, parse_sqs_body
 from thread_updater.portkey import sent_trace_id
 from thread_updater.slots import Semantics, semantic_problem
+
+# pytest's 120 s per-test bound is there to catch a hang; 10,000 examples take 25-36 s on two idle
+# cores and several times that on a busy machine (CI may share it), which is not a hang.
+pytestmark = pytest.mark.timeout(900)
 
 settings.register_profile(
     "ci",
