@@ -35,7 +35,14 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError
 
-__all__ = ["Deadline", "DeadlineConnection", "DeadlinePassedError", "bounded_by", "pool_classes"]
+__all__ = [
+    "Deadline",
+    "DeadlineConnection",
+    "DeadlinePassedError",
+    "bounded_by",
+    "current_deadline",
+    "pool_classes",
+]
 
 
 class DeadlinePassedError(ConnectTimeoutError):
@@ -136,6 +143,11 @@ def bounded_by(at: float) -> Iterator[Deadline]:
     finally:
         _CURRENT.reset(token)
         _WATCHDOG.disarm(deadline)
+
+
+def current_deadline() -> Deadline | None:
+    """The innermost ``bounded_by`` block this thread is in, if any."""
+    return _CURRENT.get()
 
 
 class DeadlineConnection:

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
-from thread_updater.deadline_io import bounded_by
 from thread_updater.errors import ConfigurationError, StateUnavailableError
 from thread_updater.models import UPDATE_FIELDS
 
@@ -192,8 +191,7 @@ class StateTable:
             raise StateUnavailableError("not enough time left in this invocation for the state table")
         try:
             method = getattr(self._dynamodb(), operation)
-            with bounded_by(deadline):  # the whole call, even an answer trickling in (aws.py)
-                answer: dict[str, Any] = method(TableName=self.table_name, **request)
+            answer: dict[str, Any] = method(TableName=self.table_name, **request)
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code", "")
             if code == "ConditionalCheckFailedException":
