@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from thread_updater.deadletter import Category, DeadLetter, Source
+from thread_updater.jobs import VERSION_ATTRIBUTE
+from thread_updater.models import InvalidUpdate, parse_sqs_body
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, MessageTypeDef
@@ -268,7 +270,7 @@ def classify(message: MessageTypeDef) -> Letter:
         document
     ):
         return _undelivered(message, document, common)
-    version = _redriven_version(message, document)
+    version, version_source = _redriven_version(message, body)
     return Letter(
         **common,
         shape="redriven",
@@ -279,19 +281,31 @@ def classify(message: MessageTypeDef) -> Letter:
         reason="not applied after maxReceiveCount receives; moved here by the source queue's redrive policy",
         failed_at=common["sent_at"],
         version=version,
-        version_source="sent_timestamp" if version is not None else None,
+        version_source=version_source,
         target=Target(kind="queue", body=body, attributes=_passthrough_attributes(message)),
     )
 
 
-def _redriven_version(message: MessageTypeDef, document: object) -> int | None:
-    """The version the function gave a redriven body: its SentTimestamp, which a standard queue's redrive
-    keeps. Only when nothing else gave it one (no ``version`` in the body or attributes, not an
-    EventBridge event with its ``time``), and not from a FIFO DLQ, whose SentTimestamp is the move's."""
+def _redriven_version(message: MessageTypeDef, body: str) -> tuple[int | None, str | None]:
+    """The version the function gave a redriven body, and where it came from, read with the function's
+    own parser (so ``"version": null`` is no version, as it is for the function): the body's
+    ``version``, the ``version`` message attribute, an EventBridge event's ``time``, else its
+    SentTimestamp, which a standard queue's redrive keeps; not from a FIFO DLQ, whose SentTimestamp is
+    the move's. None for a body the function cannot apply at all (it is dead-lettered as invalid)."""
+    try:
+        parsed = parse_sqs_body(body)
+    except InvalidUpdate:
+        return None, None
+    if parsed.update.version is not None:
+        return parsed.update.version, "body"
+    attribute = message.get("MessageAttributes", {}).get(VERSION_ATTRIBUTE)
+    if attribute is not None:
+        text = str(attribute.get("StringValue") or "")
+        return (int(text), "attribute") if text.isdecimal() else (None, None)
+    if parsed.event_time_ms is not None:
+        return parsed.event_time_ms, "event_time"
     system = message.get("Attributes", {})
-    if "MessageGroupId" in system or "version" in message.get("MessageAttributes", {}):
-        return None
-    if not isinstance(document, dict) or "version" in document or _is_eventbridge_event(document):
-        return None
+    if "MessageGroupId" in system:
+        return None, None
     sent = system.get("SentTimestamp", "")
-    return int(sent) if sent.isdecimal() else None
+    return (int(sent), "sent_timestamp") if sent.isdecimal() else (None, None)

@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 import uuid
+from typing import Any
 
 import boto3
 import pytest
@@ -547,6 +548,51 @@ def test_redriven_body_keeps_its_original_sent_time_as_version(
     assert copy["MessageAttributes"]["version"] == version
 
 
+def test_redriven_body_with_a_null_version_is_not_replayed_over_a_newer_update(
+    aws: AwsResources,
+    dlq: Dlq,
+    state_table: str,
+    invoke: Invoker,
+    portkey: PortkeyStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Given an update whose body says `"version": null` (no version: the function versions it by its
+    SentTimestamp) that was moved to the DLQ by the redrive policy, and a later update of the same
+    thread applied through the function, when the letter is replayed (the state table from the
+    environment), then it is skipped as superseded with its original SentTimestamp as version; forced,
+    the copy carries that version and the function acknowledges it without a request: the thread keeps
+    the later update (before the fix the copy went out unversioned and rolled the thread back)."""
+    # GIVEN the older update, dead-lettered as exhausted, then a newer one applied
+    dlq.redriven(json.dumps({"thread_id": "thread_null", "version": None, "metadata": {"v": "old"}}))
+    (letter,) = peek(aws.sqs, aws.dlq_url)
+    original = letter["Attributes"]["SentTimestamp"]
+    aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=update("thread_null", v="new"))
+    (newer,) = apply_the_source_queue(aws, invoke)
+    assert int(original) < int(newer["Attributes"]["SentTimestamp"])
+    assert portkey.thread("thread_null")["metadata"] == {"v": "new"}  # type: ignore[index]
+
+    # WHEN the letter is replayed
+    code, out = run(capsys, *to_queue(aws))
+
+    # THEN it is superseded by its original version and kept
+    assert code == 0, out
+    (line,) = [line for line in out.splitlines() if "thread_null" in line]
+    assert line.startswith("superseded "), line
+    assert f" v{original} " in line, line
+    assert counts(aws.sqs, aws.dlq_url) == (1, 0)
+
+    # WHEN it is forced through and its copy reaches the function
+    code, out = run(capsys, *to_queue(aws), "--force")
+    assert code == 0, out
+    sent = len(portkey.requests)
+    (copy,) = apply_the_source_queue(aws, invoke)
+
+    # THEN the copy had the original version, the function sent nothing, and the newer update stands
+    assert copy["MessageAttributes"]["version"] == {"DataType": "Number", "StringValue": original}
+    assert len(portkey.requests) == sent
+    assert portkey.thread("thread_null")["metadata"] == {"v": "new"}  # type: ignore[index]
+
+
 def test_replay_checks_the_state_table_and_the_function_never_rolls_a_thread_back(
     aws: AwsResources,
     dlq: Dlq,
@@ -581,10 +627,11 @@ def test_replay_checks_the_state_table_and_the_function_never_rolls_a_thread_bac
     assert counts(aws.sqs, aws.dlq_url) == (0, 0)
 
 
-def apply_the_source_queue(aws: AwsResources, invoke: Invoker) -> None:
-    """What the event source mapping does: the source queue's messages through the function."""
+def apply_the_source_queue(aws: AwsResources, invoke: Invoker) -> list[dict[str, Any]]:
+    """What the event source mapping does: the source queue's messages through the function (returned)."""
     arn = queue_arn(aws.sqs, aws.queue_url)
     messages = drain(aws.sqs, aws.queue_url)
     assert messages
     response = invoke({"Records": [lambda_record(message, arn) for message in messages]})  # type: ignore[arg-type]
     assert response == {"batchItemFailures": []}
+    return messages
