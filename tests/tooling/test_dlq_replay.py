@@ -593,6 +593,86 @@ def test_redriven_body_with_a_null_version_is_not_replayed_over_a_newer_update(
     assert portkey.thread("thread_null")["metadata"] == {"v": "new"}  # type: ignore[index]
 
 
+def fifo_pair(aws: AwsResources) -> tuple[str, str]:
+    """A FIFO source queue whose redrive policy (maxReceiveCount 1) moves letters to a FIFO DLQ."""
+    suffix = uuid.uuid4().hex[:10]
+    dlq_url = aws.sqs.create_queue(
+        QueueName=f"dlq-{suffix}.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    )["QueueUrl"]
+    policy = {"deadLetterTargetArn": queue_arn(aws.sqs, dlq_url), "maxReceiveCount": "1"}
+    source_url = aws.sqs.create_queue(
+        QueueName=f"updates-{suffix}.fifo",
+        Attributes={
+            "FifoQueue": "true",
+            "ContentBasedDeduplication": "true",
+            "RedrivePolicy": json.dumps(policy),
+        },
+    )["QueueUrl"]
+    return source_url, dlq_url
+
+
+def test_exhausted_letter_of_a_fifo_dlq_is_kept_without_a_version(
+    aws: AwsResources,
+    state_table: str,
+    invoke: Invoker,
+    portkey: PortkeyStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Given an update without a version moved to a FIFO DLQ by the redrive policy (a FIFO DLQ's
+    SentTimestamp is the move's: the version the function gave it is lost), and a later update of the
+    same thread applied through the function, when the letter is replayed, then it is kept, the run
+    says why and exits 1, and the thread keeps the later update (before the fix the copy was replayed
+    as the newest update and rolled the thread back); with --version the copy carries that version."""
+    # GIVEN the older update, moved to the FIFO DLQ after one receive, then a newer one applied
+    source_url, dlq_url = fifo_pair(aws)
+    old = update("thread_fifo", v="old")
+    aws.sqs.send_message(QueueUrl=source_url, MessageBody=old, MessageGroupId="thread_fifo")
+    for _ in range(3):  # the first receive counts 1, the next moves it to the DLQ
+        aws.sqs.receive_message(QueueUrl=source_url, VisibilityTimeout=0)
+    assert counts(aws.sqs, source_url) == (0, 0)
+    new = update("thread_fifo", v="new")
+    aws.sqs.send_message(QueueUrl=source_url, MessageBody=new, MessageGroupId="thread_fifo")
+    apply_the_source_queue(aws, invoke, source_url)
+    assert portkey.thread("thread_fifo")["metadata"] == {"v": "new"}  # type: ignore[index]
+    replay = ["replay", "--dlq-url", dlq_url, "--source-queue-url", source_url]
+
+    # WHEN the letter is replayed without a version
+    code, out = run(capsys, *replay)
+
+    # THEN it is kept with the reason, nothing reaches the source queue, and the newer update stands
+    assert code == 1, out
+    (line,) = [line for line in out.splitlines() if "thread_fifo" in line]
+    assert line.startswith("kept "), line
+    assert "FIFO DLQ's SentTimestamp is when the letter was moved" in line
+    assert "--version V" in line
+    assert counts(aws.sqs, dlq_url) == (1, 0)
+    assert counts(aws.sqs, source_url) == (0, 0)
+    assert portkey.thread("thread_fifo")["metadata"] == {"v": "new"}  # type: ignore[index]
+
+    # WHEN it is replayed with an explicit version older than the applied update, forced past the check
+    code, out = run(capsys, *replay, "--version", "1", "--force")
+    assert code == 0, out
+    sent = len(portkey.requests)
+    (copy,) = apply_the_source_queue(aws, invoke, source_url)
+
+    # THEN the copy carries that version, and the function acknowledges it without a request
+    assert copy["MessageAttributes"]["version"] == {"DataType": "Number", "StringValue": "1"}
+    assert len(portkey.requests) == sent
+    assert portkey.thread("thread_fifo")["metadata"] == {"v": "new"}  # type: ignore[index]
+    assert counts(aws.sqs, dlq_url) == (0, 0)
+
+
+def test_version_and_force_unversioned_exclude_each_other(
+    aws: AwsResources, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given both --version and --force-unversioned, then replay is a usage error (exit 2) saying so."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*to_queue(aws), "--version", "5", "--force-unversioned", *FAST])
+
+    assert exit_info.value.code == 2
+    assert "--version and --force-unversioned exclude each other" in capsys.readouterr().err
+
+
 def test_replay_checks_the_state_table_and_the_function_never_rolls_a_thread_back(
     aws: AwsResources,
     dlq: Dlq,
@@ -627,10 +707,13 @@ def test_replay_checks_the_state_table_and_the_function_never_rolls_a_thread_bac
     assert counts(aws.sqs, aws.dlq_url) == (0, 0)
 
 
-def apply_the_source_queue(aws: AwsResources, invoke: Invoker) -> list[dict[str, Any]]:
+def apply_the_source_queue(
+    aws: AwsResources, invoke: Invoker, url: str | None = None
+) -> list[dict[str, Any]]:
     """What the event source mapping does: the source queue's messages through the function (returned)."""
-    arn = queue_arn(aws.sqs, aws.queue_url)
-    messages = drain(aws.sqs, aws.queue_url)
+    url = url or aws.queue_url
+    arn = queue_arn(aws.sqs, url)
+    messages = drain(aws.sqs, url)
     assert messages
     response = invoke({"Records": [lambda_record(message, arn) for message in messages]})  # type: ignore[arg-type]
     assert response == {"batchItemFailures": []}
