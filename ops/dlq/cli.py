@@ -305,8 +305,9 @@ def _scanner(args: argparse.Namespace, sqs: SQSClient) -> Scanner:
 
 def _replay_run(args: argparse.Namespace, sqs: SQSClient, events: EventBridgeClient | None) -> ReplayRun:
     scanner = _scanner(args, sqs)
-    if args.source_queue_url:
-        check_source_queue(sqs, args.source_queue_url)
+    source_queue_problem = (
+        check_source_queue(sqs, args.source_queue_url, args.dlq_url) if args.source_queue_url else None
+    )
     routes = BusRoutes(events, args.event_bus, function_arn=args.function_arn) if events else None
     if routes is not None:
         routes.rules()  # the bus exists and its rules can be read, before anything is changed
@@ -328,7 +329,13 @@ def _replay_run(args: argparse.Namespace, sqs: SQSClient, events: EventBridgeCli
         as_json=args.json,
         progress=bool(wants_progress),
     )
-    sender = Sender(sqs, events, source_queue_url=args.source_queue_url, routes=routes)
+    sender = Sender(
+        sqs,
+        events,
+        source_queue_url=args.source_queue_url,
+        routes=routes,
+        source_queue_problem=source_queue_problem,
+    )
     superseded = StateTableCheck(args.state_table) if args.state_table else is_superseded
     return ReplayRun(
         scanner=scanner, sender=sender, options=options, out=sys.stdout, err=sys.stderr, superseded=superseded

@@ -7,7 +7,6 @@ import io
 import json
 import signal
 import sys
-import uuid
 from typing import Any
 
 import boto3
@@ -32,6 +31,7 @@ from tests.tooling.dlq_support import (
     counts,
     drain,
     eventbridge_event,
+    fifo_pair,
     peek,
     queue_arn,
     run,
@@ -229,6 +229,49 @@ def test_failed_send_keeps_the_letter(
     assert counts(aws.sqs, aws.dlq_url) == (3, 0)
 
 
+def test_swapped_queue_urls_are_refused_before_anything_is_read(
+    aws: AwsResources, dlq: Dlq, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given live updates in the source queue and a letter in the DLQ, when replay runs with --dlq-url
+    and --source-queue-url swapped, then it exits 1 before reading, with one line saying the queues
+    look swapped, and both queues are unchanged (before the fix it exited 0 and moved the live updates
+    into the DLQ)."""
+    # GIVEN two live updates and one dead letter
+    dlq.envelope("thread_dead", payload=update("thread_dead"))
+    for index in range(2):
+        aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=update(f"thread_live_{index}"))
+
+    # WHEN the URLs are swapped
+    code = main(["replay", "--dlq-url", aws.queue_url, "--source-queue-url", aws.dlq_url, *FAST])
+
+    # THEN refused, and nothing moved
+    captured = capsys.readouterr()
+    assert code == 1, captured.out
+    (line,) = captured.err.splitlines()
+    assert "not swapped" in line
+    assert counts(aws.sqs, aws.queue_url) == (2, 0)
+    assert counts(aws.sqs, aws.dlq_url) == (1, 0)
+
+
+def test_queue_letters_are_kept_when_the_source_queue_does_not_dead_letter_into_the_dlq(
+    aws: AwsResources, dlq: Dlq, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given a letter in the DLQ and --source-queue-url naming a queue whose redrive policy does not
+    target that DLQ, when replay runs, then the letter is kept with the reason (exit 1) and nothing
+    is sent there."""
+    dlq.envelope("thread_k", payload=update("thread_k"))
+    other = aws.sqs.create_queue(QueueName=f"other-{aws.queue_url.rsplit('-', 1)[-1]}")["QueueUrl"]
+
+    code, out = run(capsys, "replay", "--dlq-url", aws.dlq_url, "--source-queue-url", other)
+
+    assert code == 1, out
+    (line,) = [line for line in out.splitlines() if line.startswith("kept ")]
+    assert "does not dead-letter into" in line
+    assert "redrive policy is not set" in line
+    assert counts(aws.sqs, other) == (0, 0)
+    assert counts(aws.sqs, aws.dlq_url) == (1, 0)
+
+
 def test_limit_replays_at_most_n_and_loses_nothing(
     aws: AwsResources, dlq: Dlq, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -343,13 +386,12 @@ def test_replay_to_fifo_source_queue_sets_group_and_dedup_ids(
 ) -> None:
     """Given a FIFO source queue, then each copy has MessageGroupId = thread id (or "replay"
     when there is none) and a deduplication id, so a rerun within 5 minutes is not duplicated."""
-    fifo_url = aws.sqs.create_queue(
-        QueueName=f"updates-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}
-    )["QueueUrl"]
-    dlq.envelope("thread_f", payload=update("thread_f"))
-    dlq.envelope(None, category=Category.VALIDATION, status=None, payload="not json")
+    fifo_url, fifo_dlq_url = fifo_pair(aws)
+    fifo_dlq = Dlq(aws, url=fifo_dlq_url)
+    fifo_dlq.envelope("thread_f", payload=update("thread_f"))
+    fifo_dlq.envelope(None, category=Category.VALIDATION, status=None, payload="not json")
 
-    code, report = run_json(capsys, "replay", "--dlq-url", aws.dlq_url, "--source-queue-url", fifo_url)
+    code, report = run_json(capsys, "replay", "--dlq-url", fifo_dlq_url, "--source-queue-url", fifo_url)
 
     assert code == 0, report
     messages = drain(aws.sqs, fifo_url)
@@ -466,17 +508,16 @@ def test_letters_of_a_thread_are_replayed_oldest_first(
     """Given one thread's letters with versions 3, 1, 2 (in that order in the DLQ) and another thread's
     unversioned letters, newest failure first, when replayed to a FIFO source queue, then each thread's
     copies arrive in version order, else in failure order."""
-    fifo_url = aws.sqs.create_queue(
-        QueueName=f"updates-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}
-    )["QueueUrl"]
+    fifo_url, fifo_dlq_url = fifo_pair(aws)
+    fifo_dlq = Dlq(aws, url=fifo_dlq_url)
     for version in (3, 1, 2):
-        dlq.versioned(
+        fifo_dlq.versioned(
             "thread_o", version=version, version_source="body", payload=update("thread_o", v=str(version))
         )
-    dlq.envelope("thread_p", payload=update("thread_p", n="second"), failed_at=ago(minutes=1))
-    dlq.envelope("thread_p", payload=update("thread_p", n="first"), failed_at=ago(minutes=5))
+    fifo_dlq.envelope("thread_p", payload=update("thread_p", n="second"), failed_at=ago(minutes=1))
+    fifo_dlq.envelope("thread_p", payload=update("thread_p", n="first"), failed_at=ago(minutes=5))
 
-    code, out = run(capsys, "replay", "--dlq-url", aws.dlq_url, "--source-queue-url", fifo_url)
+    code, out = run(capsys, "replay", "--dlq-url", fifo_dlq_url, "--source-queue-url", fifo_url)
 
     assert code == 0, out
     arrived = [json.loads(message["Body"]) for message in drain(aws.sqs, fifo_url)]
@@ -591,24 +632,6 @@ def test_redriven_body_with_a_null_version_is_not_replayed_over_a_newer_update(
     assert copy["MessageAttributes"]["version"] == {"DataType": "Number", "StringValue": original}
     assert len(portkey.requests) == sent
     assert portkey.thread("thread_null")["metadata"] == {"v": "new"}  # type: ignore[index]
-
-
-def fifo_pair(aws: AwsResources) -> tuple[str, str]:
-    """A FIFO source queue whose redrive policy (maxReceiveCount 1) moves letters to a FIFO DLQ."""
-    suffix = uuid.uuid4().hex[:10]
-    dlq_url = aws.sqs.create_queue(
-        QueueName=f"dlq-{suffix}.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
-    )["QueueUrl"]
-    policy = {"deadLetterTargetArn": queue_arn(aws.sqs, dlq_url), "maxReceiveCount": "1"}
-    source_url = aws.sqs.create_queue(
-        QueueName=f"updates-{suffix}.fifo",
-        Attributes={
-            "FifoQueue": "true",
-            "ContentBasedDeduplication": "true",
-            "RedrivePolicy": json.dumps(policy),
-        },
-    )["QueueUrl"]
-    return source_url, dlq_url
 
 
 def test_exhausted_letter_of_a_fifo_dlq_is_kept_without_a_version(
