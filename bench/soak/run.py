@@ -62,7 +62,7 @@ def _stop_forkserver() -> None:
 class _Shared:
     """What the parent and the containers share: the receive turn, queue room, stop signals, results."""
 
-    receive_lock: MpLock
+    queue_lock: MpLock
     room: MpSemaphore
     producer_done: MpEvent
     stop: MpEvent
@@ -71,7 +71,7 @@ class _Shared:
     @classmethod
     def create(cls, context: ForkServerContext, config: SoakConfig) -> _Shared:
         return cls(
-            receive_lock=context.Lock(),
+            queue_lock=context.Lock(),
             room=context.Semaphore(config.queue_depth),
             producer_done=context.Event(),
             stop=context.Event(),
@@ -168,7 +168,7 @@ def _drain(
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["boto3", "botocore", "pydantic", "aws_lambda_powertools", "urllib3"])
     shared = _Shared.create(context, config)
-    producer = Producer(config, resources.queue_url, shared.room)
+    producer = Producer(config, resources.queue_url, shared.room, shared.queue_lock)
     worker_results: list[WorkerResult] = []
 
     def args(index: int) -> tuple[Any, ...]:
@@ -178,7 +178,7 @@ def _drain(
             config,
             resources.queue_url,
             str(log_paths[index]),
-            shared.receive_lock,
+            shared.queue_lock,
             shared.room,
             shared.producer_done,
             shared.stop,

@@ -15,6 +15,7 @@ import boto3
 from bench.soak.config import SoakConfig
 
 if TYPE_CHECKING:
+    from multiprocessing.synchronize import Lock as MpLock
     from multiprocessing.synchronize import Semaphore as MpSemaphore
 
 
@@ -75,10 +76,11 @@ def _compact(document: dict[str, Any]) -> str:
 class Producer:
     """Sends the planned updates with SendMessageBatch, keeping the queue about ``queue_depth`` deep."""
 
-    def __init__(self, config: SoakConfig, queue_url: str, room: MpSemaphore) -> None:
+    def __init__(self, config: SoakConfig, queue_url: str, room: MpSemaphore, queue_lock: MpLock) -> None:
         self.config = config
         self.queue_url = queue_url
         self.room = room
+        self.queue_lock = queue_lock  # moto's queue takes one caller at a time (see the worker's poller)
         self.sqs = boto3.client("sqs")
         self.sent: dict[str, str] = {}
         self.version_attributes: dict[str, int] = {}  # message id -> its ``version`` attribute
@@ -115,7 +117,8 @@ class Producer:
                         "version": {"DataType": "Number", "StringValue": str(planned.version_attribute)}
                     }
                 entries.append(entry)
-            answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            with self.queue_lock:
+                answer = self.sqs.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             if answer.get("Failed"):
                 raise RuntimeError(f"SendMessageBatch failed: {answer['Failed']}")
             for done in sorted(answer["Successful"], key=lambda item: int(item["Id"])):

@@ -46,21 +46,24 @@ class WorkerResult:
 
 
 class _SerializedPoller(SqsPoller):
-    """moto's ReceiveMessage is not atomic across concurrent callers (two could get the same message,
-    which real SQS avoids within the visibility timeout): containers take turns to receive."""
+    """moto's queue is not safe for concurrent callers: two ReceiveMessage calls could get the same
+    message (real SQS avoids that within the visibility timeout), and a DeleteMessageBatch rebuilds the
+    message list, so two concurrent deletes (or a delete and a send) can put back what the other just
+    deleted, and the message comes back once its visibility timeout ends. Containers (and the producer)
+    take turns with the queue lock for receives, deletes and sends."""
 
     def __init__(
-        self, *args: Any, receive_lock: MpLock, max_handback_delay_s: int, log_path: str, **kwargs: Any
+        self, *args: Any, queue_lock: MpLock, max_handback_delay_s: int, log_path: str, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
-        self._receive_lock = receive_lock
+        self._queue_lock = queue_lock
         self._max_handback_delay_s = max_handback_delay_s
         self._retry_delays = RetryDelays(log_path)
         self._received_at = 0.0
         self.longest_hold_s = 0.0
 
     def _receive_batch(self) -> Any:
-        with self._receive_lock:
+        with self._queue_lock:
             self._received_at = time.monotonic()
             return super()._receive_batch()
 
@@ -82,7 +85,8 @@ class _SerializedPoller(SqsPoller):
         every handed-back message after the first of its group turns visible at once, and the first
         one later: moto's scan then releases them behind the first one, in order.
         """
-        super()._settle(messages, response)
+        with self._queue_lock:
+            super()._settle(messages, response)
         if not isinstance(response, Mapping):
             return
         failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
@@ -157,7 +161,7 @@ def container(
     config: SoakConfig,
     queue_url: str,
     log_path: str,
-    receive_lock: MpLock,
+    queue_lock: MpLock,
     room: MpSemaphore,
     producer_done: MpEvent,
     stop: MpEvent,
@@ -173,7 +177,7 @@ def container(
             batch_size=config.batch_size,
             window_s=config.window_s,
             function_timeout_s=config.function_timeout_s,
-            receive_lock=receive_lock,
+            queue_lock=queue_lock,
             max_handback_delay_s=config.max_handback_delay_s,
             log_path=log_path,
         )
