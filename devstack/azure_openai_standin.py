@@ -1,6 +1,6 @@
 """The Portkey stand-in in Azure OpenAI's shape, as the gateway's ``azure-openai`` provider reaches it.
 
-Azure OpenAI serves the Assistants API threads at
+Azure OpenAI served the Assistants API threads (until their retirement on 2026-08-26) at
 ``https://{resource}.openai.azure.com/openai/threads/{id}?api-version=…`` and authenticates with an
 ``api-key`` header (no ``Authorization``, no ``OpenAI-Beta`` requirement). Pointing the gateway's
 ``custom_host`` at :attr:`AzureOpenAIStandIn.url` (``http://127.0.0.1:PORT/openai``) sends it the

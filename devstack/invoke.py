@@ -38,7 +38,7 @@ from devstack.run import (
     choose_route,
     dead_letters,
     live_target,
-    serve_gone_thread,
+    serve_gone_targets,
     sigterm_as_interrupt,
     until_interrupted,
 )
@@ -249,7 +249,7 @@ def request_line(method: str, path: str, status: int, body: bytes) -> str:
 def invoke_once(args: argparse.Namespace, task_root: Path, ric_dir: Path, work: Path) -> Invoked:
     live = live_target(args) if args.live else None
     with moto_server() as endpoint, PortkeyStandIn(api_keys={LOCAL_API_KEY}) as stand_in:
-        serve_gone_thread(stand_in)
+        serve_gone_targets(stand_in)
         route = choose_route(live, stand_in, None)
         resources = create_resources(endpoint, route.secret)
         environment = function_environment(resources, route.base_url, **dict(args.env))

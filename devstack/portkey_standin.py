@@ -519,7 +519,9 @@ class PortkeyStandIn:
             store=self._store if exchange.conversation_id is None else self._conversations,
             headers=exchange.headers,
         )
-        self._write(handler, exchange, answer, drop=reply.drop, drip=reply.drip)
+        self._write(
+            handler, exchange, answer, drop=reply.drop, drip=reply.drip, drip_headers=reply.drip_headers
+        )
 
     def _over_rate_limit(self, exchange: Exchange) -> str | None:
         """The ``Retry-After`` to answer with when the token bucket refuses this request, else None."""
@@ -604,6 +606,7 @@ class PortkeyStandIn:
         *,
         drop: DropMode | None = None,
         drip: float = 0.0,
+        drip_headers: float = 0.0,
     ) -> None:
         """Send ``answer`` (or part of it, or nothing), recording it just before the first byte."""
         write_answer(
@@ -615,6 +618,7 @@ class PortkeyStandIn:
             stopping=self._stopping,
             drop=drop,
             drip=drip,
+            drip_headers=drip_headers,
         )
 
 

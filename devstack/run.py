@@ -33,6 +33,7 @@ from devstack.portkey_standin import PortkeyStandIn, Reply
 from devstack.run_report import (
     APPLIED,
     LoggedOutcomes,
+    conversation_table,
     dead_letter_table,
     message_table,
     outcome_rows,
@@ -40,12 +41,19 @@ from devstack.run_report import (
     thread_table,
     totals_line,
 )
+from devstack.standin.store import conversation_not_found
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = ROOT / "events"
 LOCAL_API_KEY = "pk-local-demo-key"
 LOCAL_PROVIDER_TOKEN = "sk-local-provider-token"  # --gateway: the Bearer token the stand-in accepts
 GONE_THREAD = "thread_gone"  # answers 404, as a thread behind a sunset Assistants API would
+GONE_CONVERSATION = "conv_gone"  # answers 404, as a conversation the upstream does not have
+# Sent with the samples: a conversation update to GONE_CONVERSATION, dead-lettered as rejected (404).
+GONE_CONVERSATION_BODY = json.dumps({"conversation_id": GONE_CONVERSATION, "metadata": {"stage": "reviewed"}})
+SQS_SAMPLES = ("sqs-batch.json", "eventbridge-via-sqs.json", "sqs-conversation.json")
+# Invoked directly, as an EventBridge rule invokes the function; the first is also put on the bus.
+EVENTBRIDGE_SAMPLES = ("eventbridge.json", "eventbridge-conversation.json")
 VIA_BUS = "(EventBridge bus: events/eventbridge.json)"
 FUNCTION_TIMEOUT_S = 60
 DRAIN_LIMIT_S = 120.0
@@ -105,20 +113,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def serve_gone_thread(stand_in: PortkeyStandIn) -> None:
-    """``GONE_THREAD`` answers 404 with OpenAI's error body, as a thread behind a sunset API would."""
+def serve_gone_targets(stand_in: PortkeyStandIn) -> None:
+    """``GONE_THREAD`` and ``GONE_CONVERSATION`` answer 404 with OpenAI's error bodies: a thread behind
+    a sunset API, a conversation that does not exist."""
     message = f"No thread found with id '{GONE_THREAD}'."
     stand_in.always(
         GONE_THREAD, Reply(status=404, body={"error": {"message": message, "type": "invalid_request_error"}})
     )
+    stand_in.always(
+        GONE_CONVERSATION, Reply(status=404, body=conversation_not_found(GONE_CONVERSATION).body())
+    )
 
 
 def sample_bodies() -> list[str]:
-    """SQS bodies from the samples: the SQS batch and the EventBridge-through-SQS batch."""
+    """SQS bodies from the samples (the SQS batch, the EventBridge-through-SQS batch, the conversation
+    batch), then the update to the gone conversation."""
     bodies: list[str] = []
-    for name in ("sqs-batch.json", "eventbridge-via-sqs.json"):
+    for name in SQS_SAMPLES:
         bodies += [record["body"] for record in json.loads((EVENTS / name).read_text())["Records"]]
-    return bodies
+    return [*bodies, GONE_CONVERSATION_BODY]
 
 
 def generated_thread(index: int, threads: int) -> str:
@@ -270,7 +283,7 @@ def settings_line(args: argparse.Namespace, environment: dict[str, str], failure
 class Processed:
     sent: dict[str, str]
     stats: PollStats
-    direct_error: str
+    direct_errors: dict[str, str]  # each EventBridge sample invoked directly: its error, "" when none
     seconds: float
 
 
@@ -281,13 +294,15 @@ def process(resources: LocalResources, args: argparse.Namespace) -> Processed:
 
     started = time.monotonic()
     sent = send_all(resources.queue_url, sample_bodies() + generated_bodies(args.count, args.threads))
-    eventbridge = json.loads((EVENTS / "eventbridge.json").read_text())
-    put_on_bus(resources.bus_name, eventbridge)  # bus → rule → source queue → poller
-    direct_error = ""
-    try:  # the EventBridge → Lambda path: an asynchronous, direct invoke
-        lambda_handler(eventbridge, LocalContext(timeout_s=FUNCTION_TIMEOUT_S))
-    except Exception as error:
-        direct_error = f"{type(error).__name__}: {error}"
+    events = {name: json.loads((EVENTS / name).read_text()) for name in EVENTBRIDGE_SAMPLES}
+    put_on_bus(resources.bus_name, events[EVENTBRIDGE_SAMPLES[0]])  # bus → rule → source queue → poller
+    direct_errors: dict[str, str] = {}
+    for name, event in events.items():
+        direct_errors[name] = ""
+        try:  # the EventBridge → Lambda path: an asynchronous, direct invoke
+            lambda_handler(event, LocalContext(timeout_s=FUNCTION_TIMEOUT_S))
+        except Exception as error:
+            direct_errors[name] = f"{type(error).__name__}: {error}"
     poller = SqsPoller(
         resources.queue_url,
         lambda_handler,
@@ -300,7 +315,7 @@ def process(resources: LocalResources, args: argparse.Namespace) -> Processed:
     # was not sent directly.
     for message_id in stats.receives_by_message.keys() - sent.keys():
         sent[message_id] = VIA_BUS
-    return Processed(sent, stats, direct_error, time.monotonic() - started)
+    return Processed(sent, stats, direct_errors, time.monotonic() - started)
 
 
 def report(
@@ -315,9 +330,16 @@ def report(
     letters = dead_letters(resources.dlq_url)
     rows = outcome_rows(processed.sent, letters, logged, processed.stats.receives_by_message)
     message_table(out, rows, limit=args.rows)
-    out.write(f"\nEventBridge direct invoke (events/eventbridge.json): {processed.direct_error or APPLIED}\n")
+    out.write("\n")
+    for name, error in processed.direct_errors.items():
+        out.write(f"EventBridge direct invoke (events/{name}): {error or APPLIED}\n")
     thread_ids = {record.thread_id for record in stand_in.requests if record.thread_id}
     thread_table(out, {thread_id: stand_in.thread(thread_id) for thread_id in thread_ids}, limit=args.rows)
+    conversation_ids = {record.conversation_id for record in stand_in.requests if record.conversation_id}
+    conversations = {
+        conversation_id: stand_in.conversation(conversation_id) for conversation_id in conversation_ids
+    }
+    conversation_table(out, conversations, limit=args.rows)
     dead_letter_table(out, letters, limit=args.rows)
     out.write(f"\n{totals_line(rows, processed.stats.handed_back)}\n")
     stats = processed.stats
@@ -326,7 +348,9 @@ def report(
         f"{stats.received} receives, {len(stand_in.requests)} stand-in requests)\n"
     )
     unsettled = any(row.outcome == "still queued" for row in rows)
-    nothing_applied = not any(row.outcome == APPLIED for row in rows) and bool(processed.direct_error)
+    nothing_applied = not any(row.outcome == APPLIED for row in rows) and all(
+        processed.direct_errors.values()
+    )
     return 1 if unsettled or stats.handler_errors or nothing_applied else 0
 
 
@@ -377,7 +401,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         ) as stand_in,
         optional_gateway(args.gateway, args.log_file.with_name("local-run-gateway.log")) as gateway,
     ):
-        serve_gone_thread(stand_in)
+        serve_gone_targets(stand_in)
         route = choose_route(live, stand_in, gateway)
         resources = create_resources(
             endpoint,

@@ -1,4 +1,5 @@
-"""What ``make run`` prints: every message's outcome, the thread states, the DLQ and the totals.
+"""What ``make run`` prints: every message's outcome, the thread and conversation states, the DLQ
+and the totals.
 
 Tables never drop rows silently: past ``limit`` rows they end in ``… N more``. Text is shortened at
 word boundaries, and thread ids sort naturally (``thread_gen_3`` before ``thread_gen_29``).
@@ -167,6 +168,19 @@ def thread_table(out: TextIO, threads: Mapping[str, Mapping[str, Any] | None], *
     print_table(out, "Final thread states", ("thread", "metadata", "tool_resources"), cells, limit=limit)
 
 
+def conversation_table(
+    out: TextIO, conversations: Mapping[str, Mapping[str, Any] | None], *, limit: int
+) -> None:
+    """Beside the threads: a conversation holds metadata only (``null``: the upstream has none)."""
+    cells = [
+        (conversation_id, shorten(json.dumps(conversation and conversation.get("metadata")), 60))
+        for conversation_id, conversation in sorted(
+            conversations.items(), key=lambda item: natural_key(item[0])
+        )
+    ]
+    print_table(out, "Final conversation states", ("conversation", "metadata"), cells, limit=limit)
+
+
 def dead_letter_table(out: TextIO, letters: Sequence[Mapping[str, Any]], *, limit: int) -> None:
     cells = [
         (
@@ -174,10 +188,10 @@ def dead_letter_table(out: TextIO, letters: Sequence[Mapping[str, Any]], *, limi
             letter["_shape"],
             str(letter.get("category", EXHAUSTED)),
             str(letter.get("status") or "-"),
-            str(letter.get("thread_id") or "-"),
+            str(letter.get("thread_id") or letter.get("conversation_id") or "-"),
             shorten(str(letter.get("error", "(original body, no envelope)")), 70),
         )
         for letter in letters
     ]
-    header = ("message", "shape", "category", "status", "thread", "error")
+    header = ("message", "shape", "category", "status", "thread / conversation", "error")
     print_table(out, "Dead-letter queue", header, cells, limit=limit)

@@ -7,9 +7,12 @@ project is patched. Every server started here is stopped when its fixture ends.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
 import os
+import threading
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -204,6 +207,67 @@ def dynamodb_answering() -> Iterator[Callable[[str], str]]:
             server.error_code = code  # type: ignore[attr-defined]
             stack.enter_context(serving(server, "dynamodb-errors"))
             return f"http://127.0.0.1:{server.server_port}"
+
+        yield start
+
+
+class DrippingProxy(LoopbackHTTPServer):
+    """Forwards each AWS call to moto and sends moto's whole answer back one byte every ``pause_s``:
+    an AWS endpoint that answers, each byte well within any read timeout, but never in time."""
+
+    def __init__(self, moto_endpoint: str, pause_s: float) -> None:
+        super().__init__(("127.0.0.1", 0), _DrippingProxyHandler)
+        target = urllib.parse.urlsplit(moto_endpoint)
+        self.target_host, self.target_port = target.hostname or "127.0.0.1", target.port
+        self.pause_s = pause_s
+        self.stopping = threading.Event()
+        self.requests = 0
+        self.url = f"http://127.0.0.1:{self.server_port}"
+
+
+class _DrippingProxyHandler(BaseHTTPRequestHandler):
+    server: DrippingProxy
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.server.requests += 1
+        upstream = http.client.HTTPConnection(self.server.target_host, self.server.target_port, timeout=10)
+        try:
+            upstream.request("POST", self.path, body=body, headers=dict(self.headers.items()))
+            answer = upstream.getresponse()
+            data = answer.read()
+        finally:
+            upstream.close()
+        kept = [(name, value) for name, value in answer.getheaders() if name.lower() not in _HOP_HEADERS]
+        head = f"HTTP/1.1 {answer.status} {answer.reason}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in kept)
+        head += f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        raw = head.encode("latin-1") + data
+        self.close_connection = True
+        for index in range(len(raw)):  # bounded: the answer's length, or until the fixture stops
+            if self.server.stopping.wait(self.server.pause_s):
+                return
+            self.wfile.write(raw[index : index + 1])
+            self.wfile.flush()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+_HOP_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
+
+
+@pytest.fixture
+def dripping_aws(moto_endpoint: str) -> Iterator[Callable[[float], DrippingProxy]]:
+    """Start a ``DrippingProxy`` in front of moto (point ``AWS_ENDPOINT_URL_<SERVICE>`` at its url);
+    its drips stop, and it shuts down, when the test ends."""
+    with contextlib.ExitStack() as stack:
+
+        def start(pause_s: float) -> DrippingProxy:
+            proxy = DrippingProxy(moto_endpoint, pause_s)
+            stack.enter_context(serving(proxy, "dripping-aws"))
+            stack.callback(proxy.stopping.set)  # runs first: the drips end, then the server stops
+            return proxy
 
         yield start
 

@@ -51,6 +51,9 @@ class Reply:
     apply: bool | None = None
     drip: float = 0.0
     """Seconds between body bytes: a server that answers, but too slowly to ever finish in time."""
+    drip_headers: float = 0.0
+    """Seconds between the bytes of the headers, after a status line sent at once: an answer that
+    never gets past its headers in time (each byte arrives well within any read timeout)."""
     echo_headers: bool = False
     """Append the request's headers to the default error message, as some custom hosts and providers
     do: credentials come back in the answer (what redaction in the function must remove)."""
@@ -59,8 +62,11 @@ class Reply:
         """Reject impossible replies early, in the test that builds them."""
         if not 100 <= self.status <= 599:
             raise ValueError(f"status must be 100..599, got {self.status}")
-        if self.delay < 0 or self.drip < 0:
-            raise ValueError(f"delay and drip must be >= 0, got {self.delay}, {self.drip}")
+        if self.delay < 0 or self.drip < 0 or self.drip_headers < 0:
+            raise ValueError(
+                "delay, drip and drip_headers must be >= 0, "
+                f"got {self.delay}, {self.drip}, {self.drip_headers}"
+            )
         if self.drop not in (None, "before_response", "mid_response"):
             raise ValueError(f"drop must be None, 'before_response' or 'mid_response', got {self.drop!r}")
         if self.body is not None and not isinstance(self.body, bytes | str | dict):

@@ -222,8 +222,10 @@ def write_answer(
     stopping: threading.Event,
     drop: DropMode | None = None,
     drip: float = 0.0,
+    drip_headers: float = 0.0,
 ) -> None:
-    """Send ``answer`` (or part of it, or nothing).
+    """Send ``answer`` (or part of it, or nothing); ``drip``/``drip_headers``: one byte of the body /
+    of the headers (after the status line) every that many seconds.
 
     ``committed(status)`` runs just before the first byte goes out (status 0: dropped), so a
     client holding its response always finds the request recorded; ``failed()`` runs when the
@@ -253,7 +255,15 @@ def write_answer(
             return
         handler.send_header("Content-Length", str(len(answer.body)))
         committed(answer.status)
-        handler.end_headers()
+        if drip_headers > 0:
+            wfile = handler.wfile
+            handler.wfile = _DrippingWriter(wfile, drip_headers, stopping)  # type: ignore[assignment]
+            try:
+                handler.end_headers()  # writes the status line and headers in one go: here, byte by byte
+            finally:
+                handler.wfile = wfile
+        else:
+            handler.end_headers()
         if drip > 0:
             _drip(handler, answer.body, drip, stopping)
             return
@@ -261,6 +271,32 @@ def write_answer(
     except OSError:
         handler.close_connection = True
         failed()
+
+
+class _DrippingWriter:
+    """A ``wfile`` that sends the first line it is given at once (the status line), then the rest
+    one byte every ``pause`` seconds; stops (OSError) when ``stopping`` is set, so the connection
+    is closed rather than finished."""
+
+    def __init__(self, wfile: Any, pause: float, stopping: threading.Event) -> None:
+        self._wfile, self._pause, self._stopping = wfile, pause, stopping
+        self._first_line_sent = False
+
+    def write(self, data: bytes) -> int:
+        start = 0
+        if not self._first_line_sent:
+            start = data.find(b"\n") + 1
+            self._first_line_sent = start > 0
+            self._wfile.write(data[:start])
+        for index in range(start, len(data)):
+            self._wfile.write(data[index : index + 1])
+            self._wfile.flush()
+            if self._stopping.wait(self._pause):
+                raise ConnectionAbortedError("stand-in stopping")
+        return len(data)
+
+    def flush(self) -> None:
+        self._wfile.flush()
 
 
 def _drip(handler: Handler, body: bytes, drip: float, stopping: threading.Event) -> None:

@@ -24,6 +24,7 @@ from ops.dlq.routes import BusRoutes, check_source_queue
 from ops.dlq.scan import Scanner
 from ops.dlq.send import Sender
 from ops.dlq.supersede import StateTableCheck, is_superseded
+from thread_updater.models import MAX_VERSION
 from thread_updater.slots import Semantics
 
 if TYPE_CHECKING:
@@ -66,13 +67,16 @@ only if the copy can reach the function: the source queue must exist, and an ena
 must match the re-put event (and target --function-arn when given); otherwise the letter is kept.
 The first failed send stops the run. Ctrl-C stops after the current letter; a second Ctrl-C aborts.
 At worst a letter is replayed twice, never lost. A letter whose thread already has a newer version
-applied is skipped as superseded unless --force. Every handled letter gets one audit line.
+applied is skipped as superseded unless --force. A letter without a trustworthy version (an
+exhausted letter of a FIFO DLQ) is kept: its copy would count as the newest update and could
+overwrite newer state; --version V gives such letters version V, --force-unversioned replays them
+as the newest. Every handled letter gets one audit line.
 Filters combine with AND; a repeated filter matches any of its values. Ages (15m, 2h, 7d) are
 measured from the failure time.
 
 Exit status: 0 every selected letter was replayed (or would be, or was superseded); 1 a send failed,
-a letter was kept (no route) or not deleted after its send, or an AWS error; 3 the read was
-incomplete (the reason is printed; rerun); 130 interrupted; 2 usage error."""
+a letter was kept (no route, no trustworthy version) or not deleted after its send, or an AWS error;
+3 the read was incomplete (the reason is printed; rerun); 130 interrupted; 2 usage error."""
 
 
 def _env(name: str) -> str | None:
@@ -165,6 +169,19 @@ def _replay_options(replay: argparse.ArgumentParser) -> None:
     replay.add_argument("--dry-run", action="store_true", help="print what would be replayed; change nothing")
     replay.add_argument("--force", action="store_true", help="replay superseded letters too")
     replay.add_argument(
+        "--version",
+        type=int_in(1, MAX_VERSION),
+        metavar="V",
+        help="the version (ms since the epoch, no later than the update was sent) for letters without a "
+        "trustworthy one, e.g. exhausted letters of a FIFO DLQ; letters with a version keep theirs",
+    )
+    replay.add_argument(
+        "--force-unversioned",
+        action="store_true",
+        help="replay letters without a trustworthy version as they are: each copy then counts as the "
+        "newest update of its thread and overwrites what was applied before",
+    )
+    replay.add_argument(
         "--state-table",
         default=_env("THREAD_STATE_TABLE"),
         metavar="NAME",
@@ -225,6 +242,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "--visibility-timeout must be more than twice --wait-seconds, or letters held by this run "
             "reappear while it waits for more"
         )
+    if getattr(args, "version", None) is not None and getattr(args, "force_unversioned", False):
+        parser.error("--version and --force-unversioned exclude each other: give a version, or none")
     older, newer = getattr(args, "older_than", None), getattr(args, "newer_than", None)
     if older is not None and newer is not None and older >= newer:
         parser.error(
@@ -294,8 +313,9 @@ def _scanner(args: argparse.Namespace, sqs: SQSClient) -> Scanner:
 
 def _replay_run(args: argparse.Namespace, sqs: SQSClient, events: EventBridgeClient | None) -> ReplayRun:
     scanner = _scanner(args, sqs)
-    if args.source_queue_url:
-        check_source_queue(sqs, args.source_queue_url)
+    source_queue_problem = (
+        check_source_queue(sqs, args.source_queue_url, args.dlq_url) if args.source_queue_url else None
+    )
     routes = BusRoutes(events, args.event_bus, function_arn=args.function_arn) if events else None
     if routes is not None:
         routes.rules()  # the bus exists and its rules can be read, before anything is changed
@@ -312,10 +332,18 @@ def _replay_run(args: argparse.Namespace, sqs: SQSClient, events: EventBridgeCli
         limit=args.limit,
         dry_run=args.dry_run,
         force=args.force,
+        version=args.version,
+        force_unversioned=args.force_unversioned,
         as_json=args.json,
         progress=bool(wants_progress),
     )
-    sender = Sender(sqs, events, source_queue_url=args.source_queue_url, routes=routes)
+    sender = Sender(
+        sqs,
+        events,
+        source_queue_url=args.source_queue_url,
+        routes=routes,
+        source_queue_problem=source_queue_problem,
+    )
     superseded = (
         StateTableCheck(args.state_table, semantics=Semantics(args.metadata_semantics))
         if args.state_table

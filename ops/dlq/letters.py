@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from thread_updater.deadletter import Category, DeadLetter, Source
+from thread_updater.jobs import VERSION_ATTRIBUTE
+from thread_updater.models import InvalidUpdate, parse_sqs_body
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import MessageAttributeValueTypeDef, MessageTypeDef
@@ -50,6 +52,10 @@ _EVENTBRIDGE_DLQ_ATTRIBUTES = frozenset({"ERROR_CODE", "RULE_ARN", "TARGET_ARN"}
 _HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
 _NOT_APPLIED_PREFIX = re.compile(r"^update \S+ not applied: ")
 EPOCH = datetime.fromtimestamp(0, UTC)
+FIFO_UNVERSIONED = (
+    "no version: the body has none, and a FIFO DLQ's SentTimestamp is when the letter was moved, not when "
+    "the update was sent"
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +87,9 @@ class Letter:
     version_source: str | None = None
     target: Target | None = None
     unreplayable: str | None = None  # why there is no target
+    # Why the letter has no trustworthy version although its copy would be applied: the function would
+    # version the copy by its own SentTimestamp, as the newest update of its thread.
+    unversioned: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -268,7 +277,7 @@ def classify(message: MessageTypeDef) -> Letter:
         document
     ):
         return _undelivered(message, document, common)
-    version = _redriven_version(message, document)
+    version, version_source, unversioned = _redriven_version(message, body)
     return Letter(
         **common,
         shape="redriven",
@@ -279,19 +288,35 @@ def classify(message: MessageTypeDef) -> Letter:
         reason="not applied after maxReceiveCount receives; moved here by the source queue's redrive policy",
         failed_at=common["sent_at"],
         version=version,
-        version_source="sent_timestamp" if version is not None else None,
+        version_source=version_source,
+        unversioned=unversioned,
         target=Target(kind="queue", body=body, attributes=_passthrough_attributes(message)),
     )
 
 
-def _redriven_version(message: MessageTypeDef, document: object) -> int | None:
-    """The version the function gave a redriven body: its SentTimestamp, which a standard queue's redrive
-    keeps. Only when nothing else gave it one (no ``version`` in the body or attributes, not an
-    EventBridge event with its ``time``), and not from a FIFO DLQ, whose SentTimestamp is the move's."""
+def _redriven_version(message: MessageTypeDef, body: str) -> tuple[int | None, str | None, str | None]:
+    """The version the function gave a redriven body, and where it came from, read with the function's
+    own parser (so ``"version": null`` is no version, as it is for the function): the body's
+    ``version``, the ``version`` message attribute, an EventBridge event's ``time``, else its
+    SentTimestamp, which a standard queue's redrive keeps; not from a FIFO DLQ, whose SentTimestamp is
+    the move's. The third value says why there is no trustworthy version for an update the function
+    would apply; all three are None for a body it cannot apply at all (dead-lettered as invalid)."""
+    try:
+        parsed = parse_sqs_body(body)
+    except InvalidUpdate:
+        return None, None, None
+    if parsed.update.version is not None:
+        return parsed.update.version, "body", None
+    attribute = message.get("MessageAttributes", {}).get(VERSION_ATTRIBUTE)
+    if attribute is not None:
+        text = str(attribute.get("StringValue") or "")
+        return (int(text), "attribute", None) if text.isdecimal() else (None, None, None)
+    if parsed.event_time_ms is not None:
+        return parsed.event_time_ms, "event_time", None
     system = message.get("Attributes", {})
-    if "MessageGroupId" in system or "version" in message.get("MessageAttributes", {}):
-        return None
-    if not isinstance(document, dict) or "version" in document or _is_eventbridge_event(document):
-        return None
+    if "MessageGroupId" in system:
+        return None, None, FIFO_UNVERSIONED
     sent = system.get("SentTimestamp", "")
-    return int(sent) if sent.isdecimal() else None
+    if not sent.isdecimal():
+        return None, None, "no version: the body has none and the letter no SentTimestamp"
+    return int(sent), "sent_timestamp", None

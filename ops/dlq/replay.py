@@ -10,6 +10,7 @@ replayed again and again. Letters the queue received after the run started are l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,8 @@ class ReplayOptions:
     limit: int | None = None
     dry_run: bool = False
     force: bool = False
+    version: int | None = None  # given to letters without a trustworthy version
+    force_unversioned: bool = False  # replay those without one: each copy counts as the newest update
     as_json: bool = False
     progress: bool = False
 
@@ -185,6 +188,18 @@ class ReplayRun:
         """One letter: skip it when superseded, keep it without a route, else send, and only when that
         worked, delete."""
         report = self.report
+        trusted = self._trusted(letter)
+        if trusted is None:
+            report.kept += 1
+            self._record(
+                letter,
+                "kept",
+                f"{letter.unversioned}; its copy would count as the newest update of the thread and could "
+                "overwrite newer state: kept (--version V gives it version V, --force-unversioned replays it "
+                "as the newest)",
+            )
+            return
+        letter = trusted
         if not self.options.force and self.superseded(letter):
             report.superseded += 1
             self._record(
@@ -221,6 +236,17 @@ class ReplayRun:
             return
         report.replayed += 1
         self._record(letter, "replayed", f"-> {where} as {copy_id}")
+
+    def _trusted(self, letter: Letter) -> Letter | None:
+        """The letter with a version the function can order it by, or None when it has none and the
+        operator gave neither ``--version`` nor ``--force-unversioned``."""
+        if letter.unversioned is None or self.options.force_unversioned:
+            return letter
+        if self.options.version is None:
+            return None
+        return dataclasses.replace(
+            letter, version=self.options.version, version_source="operator", unversioned=None
+        )
 
     def _record(self, letter: Letter, result: str, detail: str) -> None:
         """The audit line of one letter (text), or its entry in the JSON report."""

@@ -21,6 +21,7 @@ from ops.dlq.aws_errors import AWS_ERRORS, AwsProblem, Subject, explain
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeFilterType
 
 _MAX_RULE_PAGES = 50
 
@@ -39,12 +40,47 @@ def bus_subject(bus: str) -> Subject:
     return Subject(f"event bus {bus}", "--event-bus / EVENT_BUS_NAME (stack output EventBusName)")
 
 
-def check_source_queue(sqs: SQSClient, url: str) -> None:
-    """Raises AwsProblem when the source queue does not exist or cannot be read."""
+def check_source_queue(sqs: SQSClient, url: str, dlq_url: str) -> str | None:
+    """Raises AwsProblem when the source queue does not exist or cannot be read, or when it and the DLQ
+    are the same queue or swapped (the DLQ's redrive policy targets the source queue): a run would then
+    read live updates as letters and send them to the DLQ. Returns why letters may not go to the source
+    queue when its redrive policy does not target the DLQ (the DLQ may be one that only bus letters
+    reach), else None."""
+    names: list[QueueAttributeFilterType] = ["QueueArn", "RedrivePolicy"]
     try:
-        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        source = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
     except AWS_ERRORS as error:
         raise AwsProblem(explain(error, source_queue_subject(url))) from None
+    try:
+        dlq = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=names)["Attributes"]
+    except AWS_ERRORS as error:
+        raise AwsProblem(explain(error, Subject(f"dead-letter queue {dlq_url}", "--dlq-url"))) from None
+    swapped = "check that --dlq-url and --source-queue-url are not swapped"
+    if source.get("QueueArn") == dlq.get("QueueArn"):
+        raise AwsProblem(f"--source-queue-url and --dlq-url are the same queue {url}: {swapped}")
+    if _redrive_target(dlq.get("RedrivePolicy")) == source.get("QueueArn"):
+        raise AwsProblem(
+            f"the dead-letter queue {dlq_url} dead-letters into the source queue {url} (its redrive policy "
+            f"targets it), so it is the source: {swapped}"
+        )
+    target = _redrive_target(source.get("RedrivePolicy"))
+    if target == dlq.get("QueueArn"):
+        return None
+    where = f"targets {target}" if target else "is not set"
+    return (
+        f"source queue {url} does not dead-letter into {dlq_url} (its redrive policy {where}): {swapped}, "
+        "or pass the source queue that does"
+    )
+
+
+def _redrive_target(redrive_policy: str | None) -> str | None:
+    """The ARN a queue's RedrivePolicy moves its failed messages to (None without one)."""
+    try:
+        policy = json.loads(redrive_policy or "{}")
+    except ValueError:
+        return None
+    target = policy.get("deadLetterTargetArn") if isinstance(policy, dict) else None
+    return target if isinstance(target, str) and target else None
 
 
 @dataclass(frozen=True)

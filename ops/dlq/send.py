@@ -56,10 +56,12 @@ class Sender:
         *,
         source_queue_url: str | None,
         routes: BusRoutes | None,
+        source_queue_problem: str | None = None,
     ) -> None:
         self.sqs = sqs
         self.events = events
         self.source_queue_url = source_queue_url
+        self.source_queue_problem = source_queue_problem  # why no letter may go there (see routes)
         self.routes = routes
 
     def destination(self, letter: Letter) -> str:
@@ -69,6 +71,8 @@ class Sender:
         if target.kind == "queue":
             if not self.source_queue_url:
                 raise NoRoute("no source queue: pass --source-queue-url or set SOURCE_QUEUE_URL")
+            if self.source_queue_problem:
+                raise NoRoute(self.source_queue_problem)
             return f"queue {self.source_queue_url}"
         if self.routes is None:
             raise NoRoute("no event bus: pass --event-bus or set EVENT_BUS_NAME")

@@ -15,7 +15,9 @@ answer                                 verdict     why
                                                    account-level, like 402
 409, 400 naming an active run          CONTENTION  the thread is busy (another write, a run in
                                                    progress): back off and retry, then hand back
-408, 429                               TRANSIENT   the server asks us to come back later
+429                                    TRANSIENT   the server asks us to come back later
+408                                    TRANSIENT   and *uncertain*: a timeout of Portkey or of the
+                                                   provider, maybe after the request was forwarded
 other 4xx (400, 404, 422, ...)         REJECTED    the update itself is refused: retrying cannot help
 5xx                                    TRANSIENT   the upstream failed; it may work in a moment
 no connection (refused, DNS, connect)  TRANSIENT   nothing was sent
@@ -29,7 +31,10 @@ ACCOUNT → a configuration-level error: every unfinished record goes back to th
 
 "Uncertain" matters for ordering: a request whose outcome is unknown may be written by the upstream
 after we gave up on it (a late write), so the state table keeps a marker and heals the thread later.
-A 5xx other than 503 is uncertain too: the upstream may have applied the update before failing.
+A 5xx other than 503 is uncertain too: the upstream may have applied the update before failing. So
+is a 408: Portkey documents it as a Portkey *or* provider timeout, and its ``request_timeout``
+aborts a request it has already forwarded, which the provider may still write. Only answers that
+say the request was not processed (429, 503) are certain.
 """
 
 from __future__ import annotations
@@ -56,7 +61,9 @@ CONFLICT_STATUS = 409
 # active", "Thread … already has an active run …"); Portkey passes them through with status 400.
 _ACTIVE_RUN = re.compile(r"\bactive run\b|\bwhile a run\b.*\bis active\b", re.IGNORECASE)
 # Answers that say the request was not processed: nothing can land later.
-_NOT_PROCESSED_STATUSES = frozenset({408, 429, 503})
+_NOT_PROCESSED_STATUSES = frozenset({429, 503})
+# Timeouts that can follow a request already forwarded (Portkey's request_timeout, a provider's 408).
+_FORWARDED_TIMEOUT_STATUSES = frozenset({408})
 
 
 class Verdict(StrEnum):
@@ -90,4 +97,6 @@ def is_uncertain(*, status: int | None = None, error: HTTPError | None = None) -
     """Whether a failed attempt may still be applied upstream later (see the module's docstring)."""
     if error is not None:
         return not isinstance(error, (NewConnectionError, ConnectTimeoutError))
-    return status is not None and status >= 500 and status not in _NOT_PROCESSED_STATUSES
+    if status is None or status in _NOT_PROCESSED_STATUSES:
+        return False
+    return status >= 500 or status in _FORWARDED_TIMEOUT_STATUSES

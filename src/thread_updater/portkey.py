@@ -22,6 +22,7 @@ from urllib3.util.retry import Retry
 
 from thread_updater.classification import Verdict, classify_status, is_uncertain
 from thread_updater.credentials import CredentialSource, PortkeyCredentials
+from thread_updater.deadline_io import DeadlinePassedError, bounded_by, pool_classes
 from thread_updater.errors import AccountLimitError, ConfigurationError
 from thread_updater.models import Target, TargetKind
 from thread_updater.observability import logger
@@ -181,14 +182,17 @@ def account_problem(status: int | None, error: str) -> str:
 
 
 def create_pool(max_concurrency: int, connect_timeout_s: float, read_timeout_s: float) -> urllib3.PoolManager:
-    """One pool per container: keep-alive across invocations, never more connections than workers."""
-    return urllib3.PoolManager(
+    """One pool per container: keep-alive across invocations, never more connections than workers;
+    its connections obey ``deadline_io.bounded_by`` (a whole attempt, not each read, ends by then)."""
+    pool = urllib3.PoolManager(
         num_pools=4,
         maxsize=max_concurrency,
         block=True,
         retries=False,
         timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
     )
+    pool.pool_classes_by_scheme = pool_classes()
+    return pool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,11 +228,14 @@ class PortkeyClient:
         return f"{self._base_url}/{target.path}"
 
     def _post(self, url: str, body: bytes, headers: dict[str, str], deadline: float) -> _Answer:
-        """One attempt, never past ``deadline``.
+        """One attempt, never past ``deadline``: connecting, sending, the headers and the body.
 
-        urllib3's read timeout bounds each socket read, not the whole answer, so a server that
-        trickles its body could hold us past the deadline: the body is read in pieces and the
-        connection dropped once the deadline passes.
+        urllib3's timeouts (``total`` included) bound each socket read, not the whole answer, so a
+        server that trickles its headers or its body could hold us past the deadline: the attempt
+        runs under ``deadline_io.bounded_by``, whose watchdog shuts the socket down at the deadline,
+        and the body is read in pieces and dropped once the deadline passes. An attempt the watchdog
+        cut is never taken for an answer, whatever was read: http.client parses a status line cut
+        short ("HTTP/1.1 200 O") as a complete 200 without headers.
         """
         remaining = deadline - time.monotonic()
         timeout = urllib3.Timeout(
@@ -236,25 +243,39 @@ class PortkeyClient:
             connect=min(self._connect_timeout_s, remaining),
             read=min(self._read_timeout_s, remaining),
         )
-        response = self._pool.request(
-            "POST",
-            url,
-            body=body,
-            headers=headers,
-            timeout=timeout,
-            redirect=False,
-            retries=False,
-            preload_content=False,
-        )
         data = bytearray()
-        try:
-            while chunk := response.read1(BODY_CHUNK):
-                data += chunk
-                if time.monotonic() > deadline or len(data) > MAX_BODY_BYTES:
-                    response.close()  # this connection must not go back to the pool half-read
-                    raise AnswerTooSlowError(f"answer not complete by the deadline ({len(data)} bytes read)")
-        finally:
-            response.release_conn()
+        failure: Exception | None = None
+        with bounded_by(deadline) as bound:
+            try:
+                response = self._pool.request(
+                    "POST",
+                    url,
+                    body=body,
+                    headers=headers,
+                    timeout=timeout,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                )
+                try:
+                    while chunk := response.read1(BODY_CHUNK):
+                        data += chunk
+                        if time.monotonic() > deadline or len(data) > MAX_BODY_BYTES:
+                            response.close()  # this connection must not go back to the pool half-read
+                            raise AnswerTooSlowError(
+                                f"answer not complete by the deadline ({len(data)} bytes read)"
+                            )
+                finally:
+                    response.release_conn()
+            except (HTTPError, OSError) as error:
+                failure = error
+        # Read once the block is left: from then on, the watchdog cannot cut this attempt any more.
+        if bound.expired and not isinstance(failure, DeadlinePassedError | AnswerTooSlowError):
+            raise AnswerTooSlowError(
+                f"answer not complete by the deadline ({len(data)} bytes read)"
+            ) from failure
+        if failure is not None:
+            raise failure
         return _Answer(
             status=response.status,
             data=bytes(data),

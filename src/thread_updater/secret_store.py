@@ -6,7 +6,8 @@ and wraps every failure into one ``GetParameterError`` whose type no longer says
 was transient (a timeout) or permanent (the secret was deleted). The rules here:
 
 * **Deadline first.** No Secrets Manager request starts unless its worst case (``READ_ATTEMPT_S``:
-  connect plus read timeout) ends before the deadline; a transient failure is retried once
+  connect plus read timeout, for the whole request even if the answer trickles in) ends before the
+  deadline, and none runs past it; a transient failure is retried once
   (``aws.MAX_ATTEMPTS``) only under the same condition, which is why the retry is ours and not
   botocore's. A worker waiting for a read stops waiting at the deadline. Either way the update is
   handed back, not failed.
@@ -29,8 +30,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from thread_updater.aws import CONNECT_TIMEOUT_S, MAX_ATTEMPTS, READ_TIMEOUT_S, LazyClient
+from thread_updater.aws import MAX_ATTEMPTS, LazyClient, worst_case_call_s
 from thread_updater.credentials import PortkeyCredentials, credentials_from_secret
+from thread_updater.deadline_io import bounded_by
 from thread_updater.errors import ConfigurationError
 from thread_updater.observability import logger
 
@@ -39,8 +41,9 @@ if TYPE_CHECKING:
 
 __all__ = ["READ_ATTEMPT_S", "STALE_GRACE_S", "STALE_RETRY_S", "CredentialStore", "CredentialsUnavailable"]
 
-READ_ATTEMPT_S = CONNECT_TIMEOUT_S + READ_TIMEOUT_S
-"""The worst case of one GetSecretValue request: no request starts with less time than this left."""
+READ_ATTEMPT_S = worst_case_call_s(1)
+"""The worst case of one GetSecretValue request (connect plus read timeout, enforced as a whole even
+for an answer that trickles in: ``aws.LazyClient``): no request starts with less time than this left."""
 _RETRY_JITTER_S = 0.5
 
 STALE_GRACE_S = 900.0
@@ -204,7 +207,8 @@ class CredentialStore:
         """The secret, with one retry after a transient failure while a whole attempt still fits."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                return self._read()
+                with bounded_by(deadline):  # and never past the deadline, whatever the answer's pace
+                    return self._read()
             except _TransientSecretError:
                 pause = random.uniform(0, _RETRY_JITTER_S)  # noqa: S311 - jitter, not cryptography
                 if attempt == MAX_ATTEMPTS or deadline - time.monotonic() - pause < READ_ATTEMPT_S:

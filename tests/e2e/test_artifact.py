@@ -32,7 +32,7 @@ from devstack.invoke import (
 from devstack.portkey_standin import PortkeyStandIn
 from devstack.runtime_api import InvocationResult, RuntimeApi
 from tests.conftest import AwsResources
-from tests.samples import check_eventbridge, check_eventbridge_via_sqs, check_sqs_batch, load
+from tests.samples import CHECKS, load
 from tools.package import build_package
 
 INVOKE_TIMEOUT_S = 30.0
@@ -268,24 +268,13 @@ def test_the_python312_package_runs_its_pure_python_parts_here(
 # --------------------------------------------------------------------------- the event samples
 
 
-def test_sqs_batch_sample(function: LambdaProcess, portkey: PortkeyStandIn, aws: AwsResources) -> None:
-    # Given the SQS sample (two valid updates, three invalid messages)
-    event = load("sqs-batch.json")
+@pytest.mark.parametrize("name", CHECKS)
+def test_event_sample(name: str, function: LambdaProcess, portkey: PortkeyStandIn, aws: AwsResources) -> None:
+    # Given a sample of events/ (tests/samples.py: every one of them, and what it must produce)
+    event = load(name)
 
     # When Lambda invokes the deployed function with it, Then it behaves as the in-process handler does
-    check_sqs_batch(event, expect_ok(function, function.invoke(event)), portkey, aws)
-
-
-def test_eventbridge_sample(function: LambdaProcess, portkey: PortkeyStandIn) -> None:
-    event = load("eventbridge.json")
-    check_eventbridge(event, expect_ok(function, function.invoke(event)), portkey)
-
-
-def test_eventbridge_via_sqs_sample(
-    function: LambdaProcess, portkey: PortkeyStandIn, aws: AwsResources
-) -> None:
-    event = load("eventbridge-via-sqs.json")
-    check_eventbridge_via_sqs(event, expect_ok(function, function.invoke(event)), portkey, aws)
+    CHECKS[name](event, expect_ok(function, function.invoke(event)), portkey, aws)
 
 
 def test_one_environment_serves_invocations_one_after_another(

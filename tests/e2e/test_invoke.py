@@ -12,7 +12,7 @@ import pytest
 
 from devstack.invoke import main
 from devstack.portkey_standin import PortkeyStandIn
-from tests.samples import EVENTS, load
+from tests.samples import EVENTS, load, sample_names
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -72,20 +72,24 @@ def test_the_sqs_sample_prints_the_response_logs_requests_and_dead_letters() -> 
     assert "Timings: artifact " in text
 
 
-def test_the_eventbridge_sample_returns_nothing_and_sends_one_request() -> None:
-    # Given the EventBridge sample, as EventBridge invokes a Lambda target
-    detail = load("eventbridge.json")["detail"]
+@pytest.mark.parametrize(
+    ("name", "kind"), [("eventbridge.json", "thread"), ("eventbridge-conversation.json", "conversation")]
+)
+def test_an_eventbridge_sample_returns_nothing_and_sends_one_request(name: str, kind: str) -> None:
+    # Given an EventBridge sample (ModifyThread, ModifyConversation), as EventBridge invokes a Lambda target
+    detail = load(name)["detail"]
 
     # When it is invoked
-    code, text = invoke(str(EVENTS / "eventbridge.json"))
+    code, text = invoke(str(EVENTS / name))
 
-    # Then the function answers null after one request with the detail's fields, and no letter
+    # Then the function answers null after one request to the thread (or conversation) with the
+    # detail's other fields, and no letter
     assert code == 0, text
     assert response(text) is None
     [request] = section(text, "Requests to Portkey")
     path, sent = request.split(" -> 200  ", 1)
-    assert path == f"POST /v1/threads/{detail['thread_id']}"
-    assert json.loads(sent) == {key: value for key, value in detail.items() if key != "thread_id"}
+    assert path == f"POST /v1/{kind}s/{detail[f'{kind}_id']}"
+    assert json.loads(sent) == {key: value for key, value in detail.items() if key != f"{kind}_id"}
     assert letters(text) == []
 
 
@@ -100,6 +104,45 @@ def test_the_eventbridge_via_sqs_sample_dead_letters_the_invalid_detail() -> Non
     [letter] = letters(text)
     invalid = event["Records"][1]
     assert (letter["message_id"], letter["payload"]) == (invalid["messageId"], invalid["body"])
+
+
+def test_the_sqs_conversation_sample_applies_two_conversations_and_dead_letters_two_invalid() -> None:
+    # Given the SQS conversation sample (two conversation updates, one with tool_resources, one naming
+    # both a thread and a conversation)
+    event = load("sqs-conversation.json")
+
+    # When it is invoked through the packaged function
+    code, text = invoke(str(EVENTS / "sqs-conversation.json"))
+
+    # Then both conversations are modified at the conversation endpoint with their metadata only
+    assert code == 0, text
+    assert response(text) == {"batchItemFailures": []}
+    sent = sorted(line.split(" -> 200  ") for line in section(text, "Requests to Portkey"))
+    assert [(path, json.loads(body)) for path, body in sent] == [
+        ("POST /v1/conversations/conv_abc123", {"metadata": {"stage": "reviewed", "owner": "ops"}}),
+        ("POST /v1/conversations/conv_def456", {"metadata": {"migrated_from": "thread_def456"}}),
+    ]
+    # and the two invalid messages are dead-lettered with the reason
+    found = {letter["message_id"]: letter for letter in letters(text)}
+    first, second = (record["messageId"] for record in event["Records"][2:])
+    assert set(found) == {first, second}
+    assert "conversations have no tool_resources" in found[first]["error"]
+    assert "exactly one of thread_id or conversation_id" in found[second]["error"]
+
+
+# The samples the tests above invoke: every event in events/ (a new one needs its test here).
+INVOKED = {
+    "sqs-batch.json",
+    "eventbridge.json",
+    "eventbridge-via-sqs.json",
+    "sqs-conversation.json",
+    "eventbridge-conversation.json",
+}
+
+
+def test_every_event_sample_is_invoked_here() -> None:
+    # Given the event files in events/, Then this module invokes each one through the packaged function
+    assert sample_names() == INVOKED
 
 
 def test_an_unsupported_event_is_the_invocations_error(tmp_path: Path) -> None:

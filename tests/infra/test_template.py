@@ -1058,6 +1058,33 @@ def test_eventbridge_via_sqs_event(template: dict[str, Any]) -> None:
     assert len(details[1]["metadata"]) == 17
 
 
+def test_sqs_conversation_event() -> None:
+    """Given events/sqs-conversation.json, then it is a valid SQS Lambda event with two conversation
+    updates and two invalid ones (tool_resources on a conversation, both ids named)."""
+    bodies = [json.loads(body) for body in _check_sqs_records(_load_json("sqs-conversation.json"))]
+    assert bodies == [
+        {"conversation_id": "conv_abc123", "metadata": {"stage": "reviewed", "owner": "ops"}},
+        {"conversation_id": "conv_def456", "version": 2, "metadata": {"migrated_from": "thread_def456"}},
+        {
+            "conversation_id": "conv_ghi789",
+            "tool_resources": {"file_search": {"vector_store_ids": ["vs_abc123"]}},
+        },
+        {"thread_id": "thread_abc123", "conversation_id": "conv_abc123", "metadata": {"stage": "reviewed"}},
+    ]
+
+
+def test_eventbridge_conversation_event(template: dict[str, Any], function_props: dict[str, Any]) -> None:
+    """Given events/eventbridge-conversation.json, then it is a ModifyConversation event the rule
+    matches."""
+    event = _load_json("eventbridge-conversation.json")
+    model = EventBridgeModel.model_validate(event)
+    assert model.detail_type == "ModifyConversation"
+    pattern = function_props["Events"]["ModifyThreadRule"]["Properties"]["Pattern"]
+    assert model.detail_type in pattern["detail-type"]
+    assert model.source == template["Parameters"]["EventSource"]["Default"]
+    assert event["detail"] == {"conversation_id": "conv_abc123", "metadata": {"stage": "reviewed"}}
+
+
 def test_env_json_matches_template(function_props: dict[str, Any]) -> None:
     """Given events/env.json, then it sets exactly the template's environment variables for
     ModifyThreadFunction, as strings, with the template's constant values."""

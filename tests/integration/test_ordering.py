@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import boto3
 import pytest
 
-from devstack.lambda_events import eventbridge_event, sqs_event, sqs_record
+from devstack.lambda_events import LocalContext, eventbridge_event, sqs_event, sqs_record
 from devstack.poller import lambda_record
 from devstack.portkey_standin import PortkeyStandIn, Reply
-from tests.conftest import AwsResources, FunctionLogs, Invoker, failed_ids
+from tests.conftest import AwsResources, DrippingProxy, FunctionLogs, Invoker, failed_ids
 from thread_updater.app import UpdateNotApplied
 
 THREAD = "thread_ordered"
@@ -572,6 +573,34 @@ def test_an_unreachable_dynamodb_hands_the_record_back(
 
     # When a batch arrives, then the record goes back; nothing sent, nothing dead-lettered
     assert failed_ids(invoke(event)) == {event["Records"][0]["messageId"]}
+    assert portkey.requests == []
+    assert aws.dead_letters() == []
+
+
+@pytest.mark.usefixtures("state_table")
+def test_a_dynamodb_answer_trickling_in_cannot_keep_the_batch_past_its_deadline(
+    portkey: PortkeyStandIn,
+    aws: AwsResources,
+    monkeypatch: pytest.MonkeyPatch,
+    dripping_aws: Callable[[float], DrippingProxy],
+) -> None:
+    # Given the state table behind an endpoint that sends its answers one byte every half second (each
+    # read well within botocore's 2 s read timeout; a whole answer takes minutes), and 12 s to go
+    proxy = dripping_aws(0.5)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
+    event = batch(update(1, metadata={"v": "1"}))
+    context = LocalContext(timeout_s=12)
+
+    # When the batch is processed
+    from handler import lambda_handler
+
+    response = lambda_handler(event, context)
+
+    # Then the handler answered before Lambda's deadline, the record handed back: the claim was cut
+    # at its worst case (botocore's retry refused after it), nothing sent, nothing dead-lettered
+    assert context.get_remaining_time_in_millis() > 0
+    assert failed_ids(response) == {event["Records"][0]["messageId"]}
+    assert proxy.requests == 1
     assert portkey.requests == []
     assert aws.dead_letters() == []
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
 from devstack.lambda_events import eventbridge_event, sqs_event
 from devstack.portkey_standin import PortkeyStandIn, Reply
-from tests.conftest import API_KEY, VIRTUAL_KEY, AwsResources, Invoker, failed_ids
+from tests.conftest import API_KEY, VIRTUAL_KEY, AwsResources, FunctionLogs, Invoker, failed_ids
 
 
 def test_valid_update_is_applied_with_exactly_its_fields(
@@ -384,6 +385,31 @@ def test_an_answer_trickling_past_the_deadline_is_cut_off(invoke: Invoker, portk
     assert failed_ids(response) == {event["Records"][0]["messageId"]}
     assert len(portkey.requests_for("thread_drip")) <= 1
     assert portkey.arrived == 2
+
+
+def test_headers_trickling_past_the_deadline_are_cut_off_before_the_invocation_ends(
+    invoke: Invoker, portkey: PortkeyStandIn, logs: FunctionLogs
+) -> None:
+    # Given a warm container, and Portkey sends "HTTP/1.0 200 OK" at once, then its headers one byte
+    # every half second (each read is far within the read timeout; the whole would take over a minute)
+    assert invoke(sqs_event([{"thread_id": "thread_warm"}])) == {"batchItemFailures": []}
+    portkey.always("thread_drip", Reply(drip_headers=0.5))
+    event = sqs_event([{"thread_id": "thread_drip"}])
+
+    # When the update is processed by an invocation with a 6 s timeout
+    timeout_s = 6
+    started = time.monotonic()
+    response = invoke(event, timeout_s=timeout_s)
+    ended = time.monotonic()
+
+    # Then the invocation answers before Lambda's deadline: the attempt was cut at the function's own
+    # deadline (headers are read inside urllib3's request, where only each read had a bound), and the
+    # cut answer was not taken for a 200 although its status line said so: the update is handed back
+    assert ended < started + timeout_s
+    assert failed_ids(response) == {event["Records"][0]["messageId"]}
+    assert len(portkey.requests_for("thread_drip")) == 1
+    [retry] = [line for line in logs.lines() if line.get("outcome") == "retry"]
+    assert "not complete by the deadline" in retry["error"]
 
 
 def test_an_absurd_retry_after_date_falls_back_to_backoff(invoke: Invoker, portkey: PortkeyStandIn) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
@@ -18,7 +18,7 @@ import pytest
 from devstack.lambda_events import LocalContext, sqs_event
 from devstack.loopback_http import LoopbackHTTPServer, serving
 from devstack.portkey_standin import PortkeyStandIn
-from tests.conftest import DEFAULT_SECRET, FunctionLogs, failed_ids
+from tests.conftest import DEFAULT_SECRET, DrippingProxy, FunctionLogs, failed_ids
 from thread_updater import aws as aws_calls
 from thread_updater.secret_store import READ_ATTEMPT_S, STALE_GRACE_S
 
@@ -113,6 +113,33 @@ def test_a_secrets_manager_that_never_answers_cannot_keep_the_batch_past_its_dea
     assert len(errors) == 1
     assert "could not be read" in errors[0]["error"]
     assert emf_total(capsys.readouterr().out, "ConfigurationErrors") == 1
+
+
+def test_a_secrets_manager_answer_trickling_in_cannot_keep_the_batch_past_its_deadline(
+    function_env: dict[str, str],
+    portkey: PortkeyStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    dripping_aws: Callable[[float], DrippingProxy],
+    logs: FunctionLogs,
+) -> None:
+    # Given a cold container whose Secrets Manager sends its answer one byte every half second (each
+    # read well within botocore's 2 s read timeout; the whole answer takes minutes), and 12 s to go
+    proxy = dripping_aws(0.5)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", proxy.url)
+    event = sqs_event([{"thread_id": "t1"}, {"thread_id": "t2"}])
+    context = LocalContext(timeout_s=12)
+
+    # When the batch is processed
+    response = invoke_with(event, context)
+
+    # Then the handler answered before Lambda's deadline, with every record handed back: each read was
+    # cut at its worst case (READ_ATTEMPT_S), the retry too, and nothing was sent to Portkey
+    assert context.get_remaining_time_in_millis() > 0
+    assert failed_ids(response) == {record["messageId"] for record in event["Records"]}
+    assert proxy.requests == aws_calls.MAX_ATTEMPTS
+    assert portkey.requests == []
+    [error] = [line for line in logs.lines() if line["level"] == "ERROR"]
+    assert "ReadTimeoutError" in error["error"]
 
 
 def test_no_secrets_manager_call_starts_without_time_to_finish_it(

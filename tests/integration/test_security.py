@@ -12,6 +12,7 @@ import datetime
 import ipaddress
 import json
 import logging
+import re
 import ssl
 import traceback
 from collections.abc import Iterator
@@ -137,6 +138,61 @@ def test_eventbridge_thread_ids_cannot_change_the_request_path_either(
     else:
         assert portkey.requests == []
         assert sorted(letter["source"] for letter in aws.dead_letters()) == ["eventbridge", "sqs"]
+
+
+AWS_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCY+EXAMPLEKEY"
+BEDROCK_CONFIG = {"provider": "bedrock", "aws_secret_access_key": AWS_SECRET_KEY, "aws_region": "us-east-1"}
+
+
+def _base64_inside(prefix: bytes, value: str) -> tuple[str, str]:
+    """base64 of ``value`` inside a longer text after ``prefix``, and the part only the value decides."""
+    raw = value.encode()
+    encoded = base64.b64encode(prefix + raw + b'","more":"x"}').decode()
+    return encoded, encoded[-(-8 * len(prefix) // 6) : 8 * (len(prefix) + len(raw)) // 6]
+
+
+def _echoes() -> dict[str, tuple[str, str]]:
+    """How upstreams echo the key: name → (text sent back, what must not come out)."""
+    escaped = json.dumps(AWS_SECRET_KEY)[1:-1]
+    forms = {
+        "json-escaped-slash": escaped.replace("/", "\\/"),
+        "unicode-escape-lower": escaped.replace("+", "\\u002b"),
+        "unicode-escape-upper": escaped.replace("+", "\\u002B"),
+        "percent-lower": re.sub(
+            "%[0-9A-F]{2}", lambda escape: escape[0].lower(), quote(AWS_SECRET_KEY, safe="")
+        ),
+        "hex-lower": AWS_SECRET_KEY.encode().hex(),
+        "hex-upper": AWS_SECRET_KEY.encode().hex().upper(),
+    }
+    echoes = {name: (form, form) for name, form in forms.items()}
+    for offset in (1, 2):
+        echoes[f"base64-offset-{offset}"] = _base64_inside(b'{"k":"'[:offset] + b"x" * 3, AWS_SECRET_KEY)
+    return echoes
+
+
+def test_a_key_echoed_in_any_encoding_reaches_neither_a_dead_letter_nor_a_log_line(
+    invoke: Invoker, aws: AwsResources, portkey: PortkeyStandIn, logs: FunctionLogs
+) -> None:
+    # Given an inline Bedrock config whose AWS secret key has "/" and "+", and upstreams that echo it
+    # in the request they refuse: JSON with escaped slashes (PHP's json_encode), \\u escapes in either
+    # case, lower-case percent-encoding, base64 of a longer document at offsets 1 and 2, hex
+    aws.put_secret({"api_key": API_KEY, "config": BEDROCK_CONFIG})
+    echoes = _echoes()
+    for name, (text, _) in echoes.items():
+        body = f'{{"error": {{"message": "invalid request: {text}", "type": "invalid_request_error"}}}}'
+        portkey.always(f"t-{name}", Reply(status=400, body=body))
+
+    # When one update per upstream is processed
+    response = invoke(sqs_event([{"thread_id": f"t-{name}"} for name in echoes]))
+
+    # Then each is dead-lettered as rejected, with the key redacted in its letter and log line
+    assert response == {"batchItemFailures": []}
+    letters = aws.dead_letters()
+    assert sorted(letter["thread_id"] for letter in letters) == sorted(f"t-{name}" for name in echoes)
+    assert [letter["error"] for letter in letters if "[REDACTED]" not in letter["error"]] == []
+    everything = json.dumps(letters) + logs.text()
+    assert [name for name, (_, needle) in echoes.items() if needle in everything] == []
+    assert [piece for piece in AWS_SECRET_KEY.split("/") if piece in everything] == []
 
 
 URL_BUILDER = PortkeyClient(  # only its url() is used: no request, no secret fetch

@@ -9,6 +9,7 @@ around a key refresh.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
@@ -200,3 +201,48 @@ def test_attempts_count_the_retry_after_a_key_refresh(
     totals = emf_totals(capsys.readouterr().out)
     assert totals["HttpAttempts"] == 2 + 1
     assert [request.status for request in portkey.requests_for("t-gone")] == [401, 404]
+
+
+# --------------------------------------------------------------------------- 408: unknown outcome, like 504
+
+THREAD = "thread_timed_out"
+
+
+@pytest.mark.usefixtures("state_table")
+@pytest.mark.parametrize("status", [408, 504])
+def test_a_gateway_timeout_answer_is_an_unknown_outcome_that_is_healed(
+    status: int,
+    invoke: Invoker,
+    portkey: PortkeyStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    logs: FunctionLogs,
+) -> None:
+    # Given Portkey answers version 1 with a timeout (408: its request_timeout aborted a request it had
+    # already forwarded; 504: the provider did not answer in time), one attempt, heals after 1 s
+    monkeypatch.setenv("MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "1")
+    portkey.script(THREAD, Reply(status=status))
+    first_event = sqs_event([{"thread_id": THREAD, "version": 1, "metadata": {"v": "1"}}])
+
+    # When version 1 is handed back, version 2 is applied, and then the provider writes version 1 after
+    # all (a late write; the stand-in cannot write after answering, so the provider's write is seeded)
+    first = invoke(first_event)
+    handed_back_at = time.monotonic()
+    assert invoke(sqs_event([{"thread_id": THREAD, "version": 2, "metadata": {"v": "2"}}])) == {
+        "batchItemFailures": []
+    }
+    portkey.seed(THREAD, metadata={"v": "1"})
+
+    # Then version 1 was handed back as an unknown outcome: with the heal delay, not a backoff step
+    assert failed_ids(first) == all_ids(first_event)
+    [timed_out] = [line for line in logs.lines() if line.get("version") == 1 and "outcome" in line]
+    assert (timed_out["outcome"], timed_out["status"], timed_out["retry_delay_s"]) == ("retry", status, 1)
+    # and when it returns after that delay (1 s of real time: the bound under test, not
+    # synchronisation), the newest state is sent again and the thread converges on version 2
+    time.sleep(max(0.0, handed_back_at + 1.05 - time.monotonic()))
+    assert invoke(first_event) == {"batchItemFailures": []}
+    stored = portkey.thread(THREAD)
+    assert stored is not None
+    assert stored["metadata"] == {"v": "2"}
+    healed = [line for line in logs.lines() if "outcome" in line][-1]
+    assert (healed["outcome"], healed["healed"]) == ("superseded", ["metadata"])

@@ -104,9 +104,10 @@ class Dlq:
     """Puts each shape of dead letter into this test's DLQ the way production does."""
 
     aws: AwsResources
+    url: str = ""  # another DLQ than the test's (a FIFO one)
 
     def __post_init__(self) -> None:
-        self.sender = DeadLetterQueue(self.aws.dlq_url)  # the function's own sender
+        self.sender = DeadLetterQueue(self.url or self.aws.dlq_url)  # the function's own sender
 
     def envelope(
         self,
@@ -192,6 +193,24 @@ class Dlq:
         }
         self.aws.sqs.send_message(QueueUrl=self.aws.dlq_url, MessageBody=json.dumps(record))
         return request
+
+
+def fifo_pair(aws: AwsResources) -> tuple[str, str]:
+    """A FIFO source queue whose redrive policy (maxReceiveCount 1) moves letters to a FIFO DLQ."""
+    suffix = uuid.uuid4().hex[:10]
+    dlq_url = aws.sqs.create_queue(
+        QueueName=f"dlq-{suffix}.fifo", Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    )["QueueUrl"]
+    policy = {"deadLetterTargetArn": queue_arn(aws.sqs, dlq_url), "maxReceiveCount": "1"}
+    source_url = aws.sqs.create_queue(
+        QueueName=f"updates-{suffix}.fifo",
+        Attributes={
+            "FifoQueue": "true",
+            "ContentBasedDeduplication": "true",
+            "RedrivePolicy": json.dumps(policy),
+        },
+    )["QueueUrl"]
+    return source_url, dlq_url
 
 
 @dataclass

@@ -7,7 +7,7 @@ import io
 import json
 import signal
 import sys
-import uuid
+from typing import Any
 
 import boto3
 import pytest
@@ -31,6 +31,7 @@ from tests.tooling.dlq_support import (
     counts,
     drain,
     eventbridge_event,
+    fifo_pair,
     peek,
     queue_arn,
     run,
@@ -228,6 +229,49 @@ def test_failed_send_keeps_the_letter(
     assert counts(aws.sqs, aws.dlq_url) == (3, 0)
 
 
+def test_swapped_queue_urls_are_refused_before_anything_is_read(
+    aws: AwsResources, dlq: Dlq, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given live updates in the source queue and a letter in the DLQ, when replay runs with --dlq-url
+    and --source-queue-url swapped, then it exits 1 before reading, with one line saying the queues
+    look swapped, and both queues are unchanged (before the fix it exited 0 and moved the live updates
+    into the DLQ)."""
+    # GIVEN two live updates and one dead letter
+    dlq.envelope("thread_dead", payload=update("thread_dead"))
+    for index in range(2):
+        aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=update(f"thread_live_{index}"))
+
+    # WHEN the URLs are swapped
+    code = main(["replay", "--dlq-url", aws.queue_url, "--source-queue-url", aws.dlq_url, *FAST])
+
+    # THEN refused, and nothing moved
+    captured = capsys.readouterr()
+    assert code == 1, captured.out
+    (line,) = captured.err.splitlines()
+    assert "not swapped" in line
+    assert counts(aws.sqs, aws.queue_url) == (2, 0)
+    assert counts(aws.sqs, aws.dlq_url) == (1, 0)
+
+
+def test_queue_letters_are_kept_when_the_source_queue_does_not_dead_letter_into_the_dlq(
+    aws: AwsResources, dlq: Dlq, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given a letter in the DLQ and --source-queue-url naming a queue whose redrive policy does not
+    target that DLQ, when replay runs, then the letter is kept with the reason (exit 1) and nothing
+    is sent there."""
+    dlq.envelope("thread_k", payload=update("thread_k"))
+    other = aws.sqs.create_queue(QueueName=f"other-{aws.queue_url.rsplit('-', 1)[-1]}")["QueueUrl"]
+
+    code, out = run(capsys, "replay", "--dlq-url", aws.dlq_url, "--source-queue-url", other)
+
+    assert code == 1, out
+    (line,) = [line for line in out.splitlines() if line.startswith("kept ")]
+    assert "does not dead-letter into" in line
+    assert "redrive policy is not set" in line
+    assert counts(aws.sqs, other) == (0, 0)
+    assert counts(aws.sqs, aws.dlq_url) == (1, 0)
+
+
 def test_limit_replays_at_most_n_and_loses_nothing(
     aws: AwsResources, dlq: Dlq, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -342,13 +386,12 @@ def test_replay_to_fifo_source_queue_sets_group_and_dedup_ids(
 ) -> None:
     """Given a FIFO source queue, then each copy has MessageGroupId = thread id (or "replay"
     when there is none) and a deduplication id, so a rerun within 5 minutes is not duplicated."""
-    fifo_url = aws.sqs.create_queue(
-        QueueName=f"updates-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}
-    )["QueueUrl"]
-    dlq.envelope("thread_f", payload=update("thread_f"))
-    dlq.envelope(None, category=Category.VALIDATION, status=None, payload="not json")
+    fifo_url, fifo_dlq_url = fifo_pair(aws)
+    fifo_dlq = Dlq(aws, url=fifo_dlq_url)
+    fifo_dlq.envelope("thread_f", payload=update("thread_f"))
+    fifo_dlq.envelope(None, category=Category.VALIDATION, status=None, payload="not json")
 
-    code, report = run_json(capsys, "replay", "--dlq-url", aws.dlq_url, "--source-queue-url", fifo_url)
+    code, report = run_json(capsys, "replay", "--dlq-url", fifo_dlq_url, "--source-queue-url", fifo_url)
 
     assert code == 0, report
     messages = drain(aws.sqs, fifo_url)
@@ -465,17 +508,16 @@ def test_letters_of_a_thread_are_replayed_oldest_first(
     """Given one thread's letters with versions 3, 1, 2 (in that order in the DLQ) and another thread's
     unversioned letters, newest failure first, when replayed to a FIFO source queue, then each thread's
     copies arrive in version order, else in failure order."""
-    fifo_url = aws.sqs.create_queue(
-        QueueName=f"updates-{uuid.uuid4().hex[:10]}.fifo", Attributes={"FifoQueue": "true"}
-    )["QueueUrl"]
+    fifo_url, fifo_dlq_url = fifo_pair(aws)
+    fifo_dlq = Dlq(aws, url=fifo_dlq_url)
     for version in (3, 1, 2):
-        dlq.versioned(
+        fifo_dlq.versioned(
             "thread_o", version=version, version_source="body", payload=update("thread_o", v=str(version))
         )
-    dlq.envelope("thread_p", payload=update("thread_p", n="second"), failed_at=ago(minutes=1))
-    dlq.envelope("thread_p", payload=update("thread_p", n="first"), failed_at=ago(minutes=5))
+    fifo_dlq.envelope("thread_p", payload=update("thread_p", n="second"), failed_at=ago(minutes=1))
+    fifo_dlq.envelope("thread_p", payload=update("thread_p", n="first"), failed_at=ago(minutes=5))
 
-    code, out = run(capsys, "replay", "--dlq-url", aws.dlq_url, "--source-queue-url", fifo_url)
+    code, out = run(capsys, "replay", "--dlq-url", fifo_dlq_url, "--source-queue-url", fifo_url)
 
     assert code == 0, out
     arrived = [json.loads(message["Body"]) for message in drain(aws.sqs, fifo_url)]
@@ -547,6 +589,113 @@ def test_redriven_body_keeps_its_original_sent_time_as_version(
     assert copy["MessageAttributes"]["version"] == version
 
 
+def test_redriven_body_with_a_null_version_is_not_replayed_over_a_newer_update(
+    aws: AwsResources,
+    dlq: Dlq,
+    state_table: str,
+    invoke: Invoker,
+    portkey: PortkeyStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Given an update whose body says `"version": null` (no version: the function versions it by its
+    SentTimestamp) that was moved to the DLQ by the redrive policy, and a later update of the same
+    thread applied through the function, when the letter is replayed (the state table from the
+    environment), then it is skipped as superseded with its original SentTimestamp as version; forced,
+    the copy carries that version and the function acknowledges it without a request: the thread keeps
+    the later update (before the fix the copy went out unversioned and rolled the thread back)."""
+    # GIVEN the older update, dead-lettered as exhausted, then a newer one applied
+    dlq.redriven(json.dumps({"thread_id": "thread_null", "version": None, "metadata": {"v": "old"}}))
+    (letter,) = peek(aws.sqs, aws.dlq_url)
+    original = letter["Attributes"]["SentTimestamp"]
+    aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=update("thread_null", v="new"))
+    (newer,) = apply_the_source_queue(aws, invoke)
+    assert int(original) < int(newer["Attributes"]["SentTimestamp"])
+    assert portkey.thread("thread_null")["metadata"] == {"v": "new"}  # type: ignore[index]
+
+    # WHEN the letter is replayed
+    code, out = run(capsys, *to_queue(aws))
+
+    # THEN it is superseded by its original version and kept
+    assert code == 0, out
+    (line,) = [line for line in out.splitlines() if "thread_null" in line]
+    assert line.startswith("superseded "), line
+    assert f" v{original} " in line, line
+    assert counts(aws.sqs, aws.dlq_url) == (1, 0)
+
+    # WHEN it is forced through and its copy reaches the function
+    code, out = run(capsys, *to_queue(aws), "--force")
+    assert code == 0, out
+    sent = len(portkey.requests)
+    (copy,) = apply_the_source_queue(aws, invoke)
+
+    # THEN the copy had the original version, the function sent nothing, and the newer update stands
+    assert copy["MessageAttributes"]["version"] == {"DataType": "Number", "StringValue": original}
+    assert len(portkey.requests) == sent
+    assert portkey.thread("thread_null")["metadata"] == {"v": "new"}  # type: ignore[index]
+
+
+def test_exhausted_letter_of_a_fifo_dlq_is_kept_without_a_version(
+    aws: AwsResources,
+    state_table: str,
+    invoke: Invoker,
+    portkey: PortkeyStandIn,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Given an update without a version moved to a FIFO DLQ by the redrive policy (a FIFO DLQ's
+    SentTimestamp is the move's: the version the function gave it is lost), and a later update of the
+    same thread applied through the function, when the letter is replayed, then it is kept, the run
+    says why and exits 1, and the thread keeps the later update (before the fix the copy was replayed
+    as the newest update and rolled the thread back); with --version the copy carries that version."""
+    # GIVEN the older update, moved to the FIFO DLQ after one receive, then a newer one applied
+    source_url, dlq_url = fifo_pair(aws)
+    old = update("thread_fifo", v="old")
+    aws.sqs.send_message(QueueUrl=source_url, MessageBody=old, MessageGroupId="thread_fifo")
+    for _ in range(3):  # the first receive counts 1, the next moves it to the DLQ
+        aws.sqs.receive_message(QueueUrl=source_url, VisibilityTimeout=0)
+    assert counts(aws.sqs, source_url) == (0, 0)
+    new = update("thread_fifo", v="new")
+    aws.sqs.send_message(QueueUrl=source_url, MessageBody=new, MessageGroupId="thread_fifo")
+    apply_the_source_queue(aws, invoke, source_url)
+    assert portkey.thread("thread_fifo")["metadata"] == {"v": "new"}  # type: ignore[index]
+    replay = ["replay", "--dlq-url", dlq_url, "--source-queue-url", source_url]
+
+    # WHEN the letter is replayed without a version
+    code, out = run(capsys, *replay)
+
+    # THEN it is kept with the reason, nothing reaches the source queue, and the newer update stands
+    assert code == 1, out
+    (line,) = [line for line in out.splitlines() if "thread_fifo" in line]
+    assert line.startswith("kept "), line
+    assert "FIFO DLQ's SentTimestamp is when the letter was moved" in line
+    assert "--version V" in line
+    assert counts(aws.sqs, dlq_url) == (1, 0)
+    assert counts(aws.sqs, source_url) == (0, 0)
+    assert portkey.thread("thread_fifo")["metadata"] == {"v": "new"}  # type: ignore[index]
+
+    # WHEN it is replayed with an explicit version older than the applied update, forced past the check
+    code, out = run(capsys, *replay, "--version", "1", "--force")
+    assert code == 0, out
+    sent = len(portkey.requests)
+    (copy,) = apply_the_source_queue(aws, invoke, source_url)
+
+    # THEN the copy carries that version, and the function acknowledges it without a request
+    assert copy["MessageAttributes"]["version"] == {"DataType": "Number", "StringValue": "1"}
+    assert len(portkey.requests) == sent
+    assert portkey.thread("thread_fifo")["metadata"] == {"v": "new"}  # type: ignore[index]
+    assert counts(aws.sqs, dlq_url) == (0, 0)
+
+
+def test_version_and_force_unversioned_exclude_each_other(
+    aws: AwsResources, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given both --version and --force-unversioned, then replay is a usage error (exit 2) saying so."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*to_queue(aws), "--version", "5", "--force-unversioned", *FAST])
+
+    assert exit_info.value.code == 2
+    assert "--version and --force-unversioned exclude each other" in capsys.readouterr().err
+
+
 def test_replay_checks_the_state_table_and_the_function_never_rolls_a_thread_back(
     aws: AwsResources,
     dlq: Dlq,
@@ -581,10 +730,14 @@ def test_replay_checks_the_state_table_and_the_function_never_rolls_a_thread_bac
     assert counts(aws.sqs, aws.dlq_url) == (0, 0)
 
 
-def apply_the_source_queue(aws: AwsResources, invoke: Invoker) -> None:
-    """What the event source mapping does: the source queue's messages through the function."""
-    arn = queue_arn(aws.sqs, aws.queue_url)
-    messages = drain(aws.sqs, aws.queue_url)
+def apply_the_source_queue(
+    aws: AwsResources, invoke: Invoker, url: str | None = None
+) -> list[dict[str, Any]]:
+    """What the event source mapping does: the source queue's messages through the function (returned)."""
+    url = url or aws.queue_url
+    arn = queue_arn(aws.sqs, url)
+    messages = drain(aws.sqs, url)
     assert messages
     response = invoke({"Records": [lambda_record(message, arn) for message in messages]})  # type: ignore[arg-type]
     assert response == {"batchItemFailures": []}
+    return messages

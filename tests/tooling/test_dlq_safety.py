@@ -73,6 +73,7 @@ def fill_with_failing_letters(
     assert counts(aws.sqs, aws.dlq_url) == (2, 0)
 
 
+@pytest.mark.usefixtures("paired")
 @pytest.mark.parametrize("case", ["validation", "rejected"])
 def test_letters_that_fail_again_are_replayed_once_per_run(
     case: str,

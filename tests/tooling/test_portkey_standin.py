@@ -726,6 +726,15 @@ def test_delay_makes_a_short_client_timeout_expire(standin: PortkeyStandIn) -> N
         post(standin, "thread_1", {}, timeout=0.2)
 
 
+def test_drip_headers_sends_a_whole_answer_one_header_byte_at_a_time(standin: PortkeyStandIn) -> None:
+    # Given a reply whose headers trickle out after its status line
+    standin.script("thread_1", Reply(drip_headers=0.001))
+
+    # When it is requested, Then the answer is complete and normal: only its pace differs
+    answer = post(standin, "thread_1", {"metadata": {"a": "b"}})
+    assert (answer.status, answer.json["metadata"]) == (200, {"a": "b"})
+
+
 def test_hold_wait_is_bounded() -> None:
     # Given a stand-in whose holds give up quickly, and a hold that is never released
     with PortkeyStandIn(hold_timeout=0.05) as server:
