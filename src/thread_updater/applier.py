@@ -246,8 +246,11 @@ class _Run:
                 and name not in plan.healed
             ):
                 current = replace(current, doubt=None, heal_at_ms=None)  # its own doubt: it will never land
-            if call.uncertain:
+            if call.uncertain and call.result is not CallResult.REJECTED:
                 # Some attempt may still be written later, over a newer write: heal it after the delay.
+                # Not after a permanent refusal: the upstream refused this very body, so the earlier
+                # attempt of it did not write either; a doubt left here would never be settled (no
+                # one sends this version again) and older updates would wait for it until exhausted.
                 current = replace(
                     current,
                     doubt=max(sent.version, current.doubt or 0),

@@ -245,4 +245,27 @@ def test_a_gateway_timeout_answer_is_an_unknown_outcome_that_is_healed(
     assert stored is not None
     assert stored["metadata"] == {"v": "2"}
     healed = [line for line in logs.lines() if "outcome" in line][-1]
-    assert (healed["outcome"], healed["healed"]) == ("superseded", ["metadata"])
+    assert (healed["outcome"], healed["healed"]) == ("superseded", ["metadata.v"])  # the key it healed
+
+
+@pytest.mark.usefixtures("state_table")
+def test_a_refusal_after_an_unknown_attempt_leaves_no_doubt_for_older_updates_to_wait_on(
+    invoke: Invoker, portkey: PortkeyStandIn, logs: FunctionLogs
+) -> None:
+    # Given version 5 of a thread whose first attempt gets no answer (dropped mid-answer) and whose
+    # retry is refused for good (404: the thread is gone, so nothing of it was written)
+    thread = "thread_refused_after_doubt"
+    portkey.script(thread, Reply(drop="before_response"), Reply(status=404), Reply(status=404))
+    newest = sqs_event([{"thread_id": thread, "version": 5, "metadata": {"c": "5"}}])
+    assert invoke(newest) == {"batchItemFailures": []}
+
+    # When an older update of it arrives
+    older = sqs_event([{"thread_id": thread, "version": 3, "metadata": {"c": "3"}}])
+    response = invoke(older)
+
+    # Then version 5 is one rejected letter, and version 3 is sent (and refused in turn) instead of
+    # waiting for a heal of version 5 that nothing would ever send
+    outcomes = [(line["version"], line["outcome"]) for line in logs.lines() if "outcome" in line]
+    assert outcomes == [(5, "dead_lettered"), (3, "dead_lettered")]
+    assert response == {"batchItemFailures": []}
+    assert [request.status for request in portkey.requests_for(thread)] == [0, 404, 404]
