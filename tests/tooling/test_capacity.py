@@ -1,4 +1,5 @@
-"""The benchmark's DynamoDB billing arithmetic (``bench.capacity``): item sizes and request units."""
+"""The benchmark's billing arithmetic: DynamoDB item sizes and request units (``bench.capacity``), and
+the cost per million updates built from them (``bench.cost``)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,34 @@ def test_a_read_bills_four_kilobytes_a_unit_half_when_eventually_consistent() ->
     # THEN a strongly consistent read bills 2, an eventually consistent one 1
     assert read_units(4097, consistent=True) == 2.0
     assert read_units(4097, consistent=False) == 1.0
+
+
+def test_a_million_updates_are_priced_from_the_per_update_figures() -> None:
+    # GIVEN a measured batch: 100 updates over 10 threads, 10 requests, 20 write units, 0.4 s
+    from bench.coalescing import CoalescingRun
+    from bench.cost import PRICES, our_bill
+
+    run = CoalescingRun(
+        version="after",
+        upstream="unthrottled",
+        metadata="small",
+        per_thread=10,
+        state_table=True,
+        updates=100,
+        requests=10,
+        refused=0,
+        handed_back=0,
+        dynamodb_calls=20,
+        write_units=20,
+        read_units=0.0,
+        max_item_bytes=114,
+        moto_busy_s=0.3,
+        wall_s=0.4,
+    )
+    # WHEN a million such updates are priced
+    bill = our_bill(run)
+    # THEN each item scales from the batch: 200,000 write units, 10,000 invocations of 0.4 s at 256 MB
+    assert bill.dynamodb_writes == 200_000 * PRICES.dynamodb_write_units_m / 1_000_000
+    assert bill.lambda_requests == 10_000 * PRICES.lambda_requests_m / 1_000_000
+    assert abs(bill.lambda_gb_s - 10_000 * 0.4 * 0.25 * PRICES.lambda_gb_s) < 1e-12
+    assert bill.portkey_requests == 100_000
