@@ -30,7 +30,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Self
 
 from devstack.loopback_http import LoopbackHTTPServer, serving
 
@@ -223,7 +223,7 @@ class LatencyServerProcess:
         self.url = ""
         self.root = ""
 
-    def __enter__(self) -> LatencyServerProcess:
+    def __enter__(self) -> Self:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self._process = subprocess.Popen(
             self.command(),
@@ -268,13 +268,18 @@ class LatencyServerProcess:
             return
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_TIMEOUT_S)
-        if process.stdout is not None:
-            process.stdout.close()
+        wait_or_kill(process)
+
+
+def wait_or_kill(process: subprocess.Popen[str]) -> None:
+    """Wait for a child told to stop; kill it if it does not within ``STOP_TIMEOUT_S``; close its stdout."""
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT_S)
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 if __name__ == "__main__":

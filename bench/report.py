@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from bench import rate_limited
+from bench import coalescing, rate_limited
+from bench.coalescing import CoalescingReport
 from bench.contenders import CONTENDERS, OURS, RAW16, SDK, SEQ
 from bench.rate_limited import RateRun
 from bench.scenarios import (
@@ -139,6 +140,7 @@ class Results:
     total_s: float
     state_table: dict[str, Any] = field(default_factory=dict)  # on/off at the headline scenario
     rate_limited: list[RateRun] = field(default_factory=list)
+    coalescing: CoalescingReport | None = None
 
     def as_json(self) -> dict[str, Any]:
         """The ``results.json`` document (every sample)."""
@@ -153,6 +155,7 @@ class Results:
             "state_table_cost": self.state_table,
             "targets": [asdict(v) for v in self.verdicts],
             "rate_limited": rate_limited.as_json(self.rate_limited),
+            "coalescing": self.coalescing.as_json() if self.coalescing else None,
         }
 
 
@@ -168,6 +171,7 @@ def markdown(results: Results) -> str:
     lines += _log_line_cost_table(results.diagnostics)
     lines += _state_table_lines(results.state_table)
     lines += rate_limited.markdown(results.rate_limited)
+    lines += coalescing.markdown(results.coalescing)
     return "\n".join(lines) + "\n"
 
 
@@ -405,6 +409,8 @@ def print_summary(results: Results, written: list[Path], out: TextIO) -> None:
     out.write("\n")
     for verdict in results.verdicts:
         out.write(f"{'PASS' if verdict.passed else 'MISS'}  {verdict.name}: {verdict.detail}\n")
+    for name, passed, measured in coalescing.verdicts(results.coalescing) if results.coalescing else []:
+        out.write(f"{'PASS' if passed else 'MISS'}  coalescing, {name}: {measured}\n")
     cold = results.cold
     out.write(
         f"\ncold start: ours {format_s(cold['ours']['cold_start_s'])} vs SDK "

@@ -18,7 +18,8 @@ Contenders (``bench.contenders``), all against the same local Portkey-like serve
 Warm invocations are timed in this process (each contender is warmed up at every latency first);
 cold start (import + first 1-record invocation) and peak RSS (10,000 records) are measured in fresh
 interpreters (``bench.child``); see ``bench.measure``. Then the rate-limited scenario
-(``bench.rate_limited``; alone with ``--rate-limited-only``). ``bench.report`` writes
+(``bench.rate_limited``; alone with ``--rate-limited-only``) and the coalescing before/after
+(``bench.coalescing``, its own stack; alone with ``--coalescing-only``). ``bench.report`` writes
 ``bench/out/results.md``,
 ``bench/out/results.json`` and ``bench/out/bench.png``. Stops every server and process it started,
 also on Ctrl-C.
@@ -45,7 +46,7 @@ for _path in (str(SRC), str(ROOT)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from bench import rate_limited  # noqa: E402
+from bench import coalescing, rate_limited  # noqa: E402
 from bench.contenders import SECRET, Contender, Control, all_contenders, load_handlers  # noqa: E402
 from bench.dynamodb_server import DynamoDBProcess  # noqa: E402
 from bench.latency_server import LatencyServerProcess  # noqa: E402
@@ -127,6 +128,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="only the rate-limited scenario (token buckets of 20/s and 50/s): bench/out/rate_limited.*",
     )
+    parser.add_argument(
+        "--coalescing-only",
+        action="store_true",
+        help="only the coalescing before/after (1, 5, 10 updates per thread): bench/out/coalescing.*",
+    )
     return parser.parse_args(argv)
 
 
@@ -172,6 +178,7 @@ def measure_all(mode: Mode, out: TextIO, started: float) -> Results:
         finally:
             for contender in contenders:
                 contender.close()
+    coalesced = coalescing.measure(*COALESCING_REPEATS[mode.name], out)
     return Results(
         mode=mode,
         cells=cells,
@@ -180,6 +187,7 @@ def measure_all(mode: Mode, out: TextIO, started: float) -> Results:
         imports=imports,
         rss=rss,
         verdicts=[*verdicts(headline, cold, rss), state_table_verdict(table_cost)],
+        coalescing=coalesced,
         diagnostics=diagnostics,
         state_table=table_cost,
         total_s=time.perf_counter() - started,
@@ -188,6 +196,16 @@ def measure_all(mode: Mode, out: TextIO, started: float) -> Results:
 
 
 RATE_REPEATS = {QUICK.name: 1, FULL.name: 5}
+COALESCING_REPEATS = {QUICK.name: (3, 1), FULL.name: (5, 2)}  # (unthrottled, rate-limited) rounds
+
+
+def coalescing_only(mode: Mode, out: TextIO) -> None:
+    """The coalescing before/after alone (its own stack), the table on stdout: bench/out/coalescing.md."""
+    report = coalescing.measure(*COALESCING_REPEATS[mode.name], out)
+    table = "\n".join(coalescing.markdown(report)) + "\n"
+    (OUT / "coalescing.md").write_text(table)
+    (OUT / "coalescing.json").write_text(json.dumps(report.as_json(), indent=2))
+    out.write(f"{table}wrote {OUT / 'coalescing.md'}, {OUT / 'coalescing.json'}\n")
 
 
 def rate_limited_only(mode: Mode, out: TextIO) -> None:
@@ -233,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write(f"bench ({mode.name} mode): {os.cpu_count()} CPUs, Python {platform.python_version()}\n")
     if args.rate_limited_only:
         rate_limited_only(mode, out)
+        return 0
+    if args.coalescing_only:
+        coalescing_only(mode, out)
         return 0
     results = measure_all(mode, out, started)
     print_summary(results, write_outputs(results), out)

@@ -1,0 +1,121 @@
+"""One warm Lambda container of a given source tree, in its own process: ``python -m bench.warm_child``.
+
+``bench.child`` measures a fresh interpreter once; this one stays up and is invoked again and again,
+so that two versions of the function (the source tree of an older commit, unpacked by
+``bench.before``, and this one's ``src``) can be timed warm in the same run, round-robin, without
+their modules meeting in one interpreter. ``--src`` is put first on ``sys.path`` and
+``handler.lambda_handler`` imported from it; the function's environment is the parent's.
+
+Protocol, one JSON document per line: the parent writes ``{"event": path}`` (optionally ``"fresh":
+true``: a new runtime first, as a container meeting the upstream for the first time; ``"state_table":
+false``: without the state table, a new runtime too; and ``"timeout_s"``) and reads ``{"wall_s",
+"records", "handed_back"}``; ``{"quit": true}`` or end of input stops the child. The handler's logs and
+metrics go to /dev/null. :class:`WarmChild` starts and always stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from bench.latency_server import wait_or_kill
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve(src: Path, commands: IO[str], answers: IO[str]) -> None:
+    sys.path.insert(0, str(src))
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        from devstack.lambda_events import LocalContext
+        from handler import lambda_handler
+        from thread_updater import app
+
+        table = os.environ.get("THREAD_STATE_TABLE", "")
+        for line in commands:
+            command = json.loads(line)
+            if command.get("quit"):
+                break
+            wanted = table if command.get("state_table", True) else ""
+            if command.get("fresh") or wanted != os.environ.get("THREAD_STATE_TABLE", ""):
+                os.environ["THREAD_STATE_TABLE"] = wanted
+                app._build_runtime.cache_clear()
+            event = json.loads(Path(command["event"]).read_text())
+            started = time.perf_counter()
+            response = lambda_handler(event, LocalContext(timeout_s=float(command.get("timeout_s", 60.0))))
+            wall_s = time.perf_counter() - started
+            failures = response.get("batchItemFailures", []) if isinstance(response, dict) else []
+            answer = {"wall_s": wall_s, "records": len(event["Records"]), "handed_back": len(failures)}
+            answers.write(json.dumps(answer) + "\n")
+            answers.flush()
+
+
+class WarmChild:
+    """``bench.warm_child`` for the source tree ``src``; a context manager that always stops it."""
+
+    def __init__(self, src: Path) -> None:
+        self.src = src
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> WarmChild:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "bench.warm_child", "--src", str(self.src)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        return self
+
+    def invoke(
+        self, event: Path, *, fresh: bool = False, state_table: bool = True, timeout_s: float = 60.0
+    ) -> dict[str, Any]:
+        process = self._process
+        if process is None or process.stdin is None or process.stdout is None:
+            raise RuntimeError("the warm child is not running")
+        process.stdin.write(
+            json.dumps(
+                {"event": str(event), "fresh": fresh, "state_table": state_table, "timeout_s": timeout_s}
+            )
+            + "\n"
+        )
+        process.stdin.flush()
+        line = process.stdout.readline()  # the invocation is bounded by its own timeout_s
+        if not line:
+            raise RuntimeError(f"bench.warm_child ({self.src}) exited ({process.poll()})")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with contextlib.suppress(OSError):
+            if process.stdin is not None:
+                process.stdin.close()  # end of input: the child stops
+        wait_or_kill(process)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m bench.warm_child")
+    parser.add_argument(
+        "--src", type=Path, required=True, help="the source tree: handler.py, thread_updater/"
+    )
+    args = parser.parse_args(argv)
+    serve(args.src, sys.stdin, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
