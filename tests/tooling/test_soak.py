@@ -89,15 +89,23 @@ def test_two_thousand_updates_through_injected_faults_each_end_in_exactly_one_pl
     assert figures["applied"] + superseded + figures["DLQ total"] == 2000
 
 
+@pytest.mark.parametrize("upstream", ["merge", "replace"])
 def test_fifo_updates_through_injected_faults_leave_every_thread_at_its_last_update(
-    moto_endpoint: str,
+    moto_endpoint: str, upstream: str
 ) -> None:
     # Given 400 updates over 60 threads on a FIFO queue (MessageGroupId = thread_id) and the same
     # faults, except that a timed-out request is never written upstream afterwards: a write landing
     # after the client gave up could overtake the next update, and Modify Thread has no conditional
-    # update a client could use to prevent that (a property of the API, not of this function)
+    # update a client could use to prevent that (a property of the API, not of this function); an
+    # upstream that merges metadata keys, or one that replaces the map
     config = SoakConfig(
-        updates=400, threads=60, fifo=True, late_timeout_writes=False, label="ci-fifo", max_seconds=300
+        updates=400,
+        threads=60,
+        fifo=True,
+        late_timeout_writes=False,
+        upstream_semantics=upstream,
+        label=f"ci-fifo-{upstream}",
+        max_seconds=300,
     )
 
     # When 8 containers drain the queue through the real handler
