@@ -160,6 +160,9 @@ def _replay_options(replay: argparse.ArgumentParser) -> None:
     )
     replay.add_argument("--thread-id", action="append", metavar="ID", help="thread id (repeatable)")
     replay.add_argument(
+        "--conversation-id", action="append", metavar="ID", help="conversation id (repeatable)"
+    )
+    replay.add_argument(
         "--older-than", type=parse_age, metavar="AGE", help="failed more than AGE ago (15m, 2h, 7d)"
     )
     replay.add_argument("--newer-than", type=parse_age, metavar="AGE", help="failed less than AGE ago")
@@ -323,6 +326,7 @@ def _replay_run(args: argparse.Namespace, sqs: SQSClient, events: EventBridgeCli
         categories=frozenset(args.category or ()),
         statuses=frozenset(args.status or ()),
         thread_ids=frozenset(args.thread_id or ()),
+        conversation_ids=frozenset(args.conversation_id or ()),
         older_than=args.older_than,
         newer_than=args.newer_than,
     )

@@ -21,6 +21,7 @@ class Group:
     status: int | None
     source: str
     thread_id: str | None
+    conversation_id: str | None = None
     letters: list[Letter] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -34,6 +35,7 @@ class Group:
             "status": self.status,
             "source": self.source,
             "thread_id": self.thread_id,
+            **({"conversation_id": self.conversation_id} if self.conversation_id is not None else {}),
             "count": len(self.letters),
             "newest": iso(newest_first[0].failed_at),
             "oldest": iso(newest_first[-1].failed_at),
@@ -45,8 +47,15 @@ class Group:
 def group_letters(letters: Sequence[Letter]) -> list[dict[str, Any]]:
     groups: dict[tuple[str, int | None, str, str | None], Group] = {}
     for letter in letters:
-        key = (letter.category, letter.status, letter.source, letter.thread_id)
-        groups.setdefault(key, Group(*key)).letters.append(letter)
+        key = (letter.category, letter.status, letter.source, letter.target_key)
+        group = Group(
+            letter.category,
+            letter.status,
+            letter.source,
+            letter.thread_id,
+            conversation_id=letter.conversation_id,
+        )
+        groups.setdefault(key, group).letters.append(letter)
     rendered = [group.to_json() for group in groups.values()]
     rendered.sort(key=lambda group: group["newest"], reverse=True)
     rendered.sort(key=lambda group: group["count"], reverse=True)
@@ -66,7 +75,8 @@ def render_table(groups: Sequence[dict[str, Any]]) -> str:
         if group["distinct_reasons"] > 1:
             reason += f" (+{group['distinct_reasons'] - 1} other reason(s))"
         status = "-" if group["status"] is None else str(group["status"])
-        thread = clip(group["thread_id"] or "-", 40)
+        conversation = group.get("conversation_id")
+        thread = clip(group["thread_id"] or (f"conversation {conversation}" if conversation else "-"), 40)
         rows.append(
             (group["category"], status, group["source"], thread, str(group["count"]), group["newest"], reason)
         )

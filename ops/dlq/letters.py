@@ -21,7 +21,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from thread_updater.deadletter import Category, DeadLetter, Source
 from thread_updater.jobs import VERSION_ATTRIBUTE
@@ -77,11 +77,12 @@ class Letter:
     shape: Shape
     category: str
     status: int | None
-    thread_id: str | None
+    thread_id: str | None  # a thread update's id
     source: str
     reason: str
     failed_at: datetime
     sent_at: datetime  # when the DLQ received it (SentTimestamp)
+    conversation_id: str | None = None  # a conversation update's id (as the function's letters name it)
     receive_count: int
     version: int | None = None  # the update's effective version, when the letter carries one
     version_source: str | None = None
@@ -91,13 +92,23 @@ class Letter:
     # version the copy by its own SentTimestamp, as the newest update of its thread.
     unversioned: str | None = None
 
+    @property
+    def target_key(self) -> str | None:
+        """Whose letter this is: the thread id, or ``conversation:<id>`` (the state table's key)."""
+        if self.conversation_id is not None:
+            return f"conversation:{self.conversation_id}"
+        return self.thread_id
+
     def summary(self) -> dict[str, Any]:
+        ids: dict[str, Any] = {"thread_id": self.thread_id}
+        if self.conversation_id is not None:  # thread letters keep the shape they always had
+            ids["conversation_id"] = self.conversation_id
         return {
             "message_id": self.message_id,
             "shape": self.shape,
             "category": self.category,
             "status": self.status,
-            "thread_id": self.thread_id,
+            **ids,
             "source": self.source,
             "version": self.version,
             "reason": self.reason,
@@ -106,8 +117,8 @@ class Letter:
         }
 
     def replay_order(self) -> tuple[str, bool, int, datetime]:
-        """Letters of one thread oldest first: by version, falling back to the failure time."""
-        return (self.thread_id or "", self.version is not None, self.version or 0, self.failed_at)
+        """Letters of one target oldest first: by version, falling back to the failure time."""
+        return (self.target_key or "", self.version is not None, self.version or 0, self.failed_at)
 
 
 def iso(moment: datetime) -> str:
@@ -139,15 +150,26 @@ def _is_eventbridge_event(document: object) -> bool:
     return isinstance(document, dict) and "detail-type" in document and "detail" in document
 
 
-def _thread_id_of(document: object) -> str | None:
-    """The update's thread id: top level, or in an EventBridge event's ``detail``."""
+class _Ids(TypedDict):
+    """A letter's target, as the function's own letters name it: one of the two is set."""
+
+    thread_id: str | None
+    conversation_id: str | None
+
+
+def _id_in(document: dict[str, Any], name: str) -> str | None:
+    value = document.get(name)
+    return value[:256] if isinstance(value, str) and value else None
+
+
+def _ids_of(document: object) -> _Ids:
+    """The update's ``thread_id`` and ``conversation_id`` (each None when absent): top level, or in an
+    EventBridge event's ``detail``."""
     if isinstance(document, dict) and _is_eventbridge_event(document):
         document = document["detail"]
-    if isinstance(document, dict):
-        thread_id = document.get("thread_id")
-        if isinstance(thread_id, str) and thread_id:
-            return thread_id[:256]
-    return None
+    if not isinstance(document, dict):
+        return _Ids(thread_id=None, conversation_id=None)
+    return _Ids(thread_id=_id_in(document, "thread_id"), conversation_id=_id_in(document, "conversation_id"))
 
 
 def _bus_target(event: object) -> Target | str:
@@ -201,7 +223,8 @@ def _envelope(document: dict[str, Any], common: dict[str, Any]) -> Letter:
     source = str(document.get("source"))
     payload = document.get("payload")
     payload_text = payload if isinstance(payload, str) else json.dumps(payload)
-    thread_id = document.get("thread_id")
+    named = _Ids(thread_id=_id_in(document, "thread_id"), conversation_id=_id_in(document, "conversation_id"))
+    ids = named if named["thread_id"] or named["conversation_id"] else _ids_of(_json(payload_text))
     version_source = document.get("version_source")
     target = (
         _bus_target(_json(payload_text))
@@ -213,7 +236,7 @@ def _envelope(document: dict[str, Any], common: dict[str, Any]) -> Letter:
         shape="envelope",
         category=str(document.get("category")),
         status=_integer(document.get("status")),
-        thread_id=thread_id if isinstance(thread_id, str) else _thread_id_of(_json(payload_text)),
+        **ids,
         source=source,
         reason=str(document.get("error") or ""),
         failed_at=_parse_time(document.get("failed_at"), common["sent_at"]),
@@ -240,7 +263,7 @@ def _destination(document: dict[str, Any], common: dict[str, Any]) -> Letter:
         shape="destination",
         category=ASYNC_FAILURE,
         status=int(status.group(1)) if status else None,
-        thread_id=_thread_id_of(request),
+        **_ids_of(request),
         source="eventbridge",
         reason=f"{message} ({condition})" if message else condition,
         failed_at=_parse_time(document.get("timestamp"), common["sent_at"]),
@@ -256,7 +279,7 @@ def _undelivered(message: MessageTypeDef, document: object, common: dict[str, An
         shape="redriven",
         category=UNDELIVERED,
         status=None,
-        thread_id=_thread_id_of(document),
+        **_ids_of(document),
         source="eventbridge",
         reason=f"EventBridge could not deliver the event: {code}" + (f": {detail}" if detail else ""),
         failed_at=common["sent_at"],
@@ -283,7 +306,7 @@ def classify(message: MessageTypeDef) -> Letter:
         shape="redriven",
         category=EXHAUSTED,
         status=None,
-        thread_id=_thread_id_of(document),
+        **_ids_of(document),
         source="sqs",
         reason="not applied after maxReceiveCount receives; moved here by the source queue's redrive policy",
         failed_at=common["sent_at"],

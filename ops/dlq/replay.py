@@ -37,6 +37,7 @@ class Selection:
     categories: frozenset[str] = frozenset()
     statuses: frozenset[int] = frozenset()
     thread_ids: frozenset[str] = frozenset()
+    conversation_ids: frozenset[str] = frozenset()
     older_than: timedelta | None = None
     newer_than: timedelta | None = None
 
@@ -45,10 +46,17 @@ class Selection:
         return (
             (not self.categories or letter.category in self.categories)
             and (not self.statuses or letter.status in self.statuses)
-            and (not self.thread_ids or letter.thread_id in self.thread_ids)
+            and self._names_target(letter)
             and (self.older_than is None or age > self.older_than)
             and (self.newer_than is None or age < self.newer_than)
         )
+
+    def _names_target(self, letter: Letter) -> bool:
+        """``--thread-id`` and ``--conversation-id`` together are one filter: the letter's target is
+        among the ids given (an empty filter matches all)."""
+        if not self.thread_ids and not self.conversation_ids:
+            return True
+        return letter.thread_id in self.thread_ids or letter.conversation_id in self.conversation_ids
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,7 +264,7 @@ class ReplayRun:
             version = "" if letter.version is None else f"  v{letter.version}"
             print(
                 f"{result:<16} {letter.message_id}  {letter.category}/{status}  {letter.source}"
-                f"  thread {letter.thread_id or '-'}{version}  {detail}",
+                f"  {_target_label(letter)}{version}  {detail}",
                 file=self.out,
             )
 
@@ -272,3 +280,9 @@ class ReplayRun:
             return
         for line in self.report.summary():
             print(line, file=self.out)
+
+
+def _target_label(letter: Letter) -> str:
+    if letter.conversation_id is not None:
+        return f"conversation {letter.conversation_id}"
+    return f"thread {letter.thread_id or '-'}"

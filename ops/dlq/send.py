@@ -96,7 +96,8 @@ class Sender:
         if attributes:
             request["MessageAttributes"] = attributes
         if self.source_queue_url.endswith(".fifo"):
-            request["MessageGroupId"] = (letter.thread_id or "replay")[:128]
+            # the group producers use: the thread or the conversation (one group per target, in order)
+            request["MessageGroupId"] = (letter.thread_id or letter.conversation_id or "replay")[:128]
             # The same letter re-sent within SQS's 5-minute window (a rerun after an interruption
             # between send and delete) is dropped as a duplicate.
             request["MessageDeduplicationId"] = hashlib.sha256(

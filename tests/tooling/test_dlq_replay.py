@@ -7,6 +7,8 @@ import io
 import json
 import signal
 import sys
+import time
+import uuid
 from typing import Any
 
 import boto3
@@ -39,7 +41,7 @@ from tests.tooling.dlq_support import (
     to_queue,
     update,
 )
-from thread_updater.deadletter import Category
+from thread_updater.deadletter import Category, DeadLetter
 
 
 def test_replay_by_category_sends_payloads_and_deletes_only_those(
@@ -741,3 +743,54 @@ def apply_the_source_queue(
     response = invoke({"Records": [lambda_record(message, arn) for message in messages]})  # type: ignore[arg-type]
     assert response == {"batchItemFailures": []}
     return messages
+
+
+def test_conversation_letters_are_named_selected_and_replayed_to_their_own_fifo_group(
+    aws: AwsResources, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given the function's letters for two conversations (404 "Conversation with id … not found") in a
+    FIFO DLQ, then inspect names each conversation, ``--conversation-id`` selects one, and its copy
+    goes to the source queue in that conversation's own message group (as producers send it)."""
+    fifo_url, fifo_dlq_url = fifo_pair(aws)
+    fifo_dlq = Dlq(aws, url=fifo_dlq_url)
+    for conversation in ("conv_a", "conv_b"):
+        letter = DeadLetter(
+            category=Category.REJECTED,
+            error=f"HTTP 404: Conversation with id '{conversation}' not found.",
+            status=404,
+            thread_id=None,
+            conversation_id=conversation,
+            source="sqs",
+            message_id=str(uuid.uuid4()),
+            payload=json.dumps({"conversation_id": conversation, "metadata": {"k": "v"}}),
+            attempts=1,
+        )
+        fifo_dlq.sender.send(letter, deadline=time.monotonic() + 60)
+
+    code, document = run_json(capsys, "inspect", "--dlq-url", fifo_dlq_url)
+    assert code == 0
+    assert {(group["thread_id"], group["conversation_id"]) for group in document["groups"]} == {
+        (None, "conv_a"),
+        (None, "conv_b"),
+    }
+    code, out = run(capsys, "inspect", "--dlq-url", fifo_dlq_url)
+    assert "conversation conv_a" in out
+
+    code, report = run_json(
+        capsys,
+        "replay",
+        "--dlq-url",
+        fifo_dlq_url,
+        "--source-queue-url",
+        fifo_url,
+        "--conversation-id",
+        "conv_a",
+    )
+
+    assert code == 0, report
+    assert report["replayed"] == 1
+    [copy] = drain(aws.sqs, fifo_url)
+    assert json.loads(copy["Body"])["conversation_id"] == "conv_a"
+    assert copy["Attributes"]["MessageGroupId"] == "conv_a"
+    [left] = drain(aws.sqs, fifo_dlq_url)
+    assert json.loads(left["Body"])["conversation_id"] == "conv_b"
