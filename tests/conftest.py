@@ -272,6 +272,13 @@ def dripping_aws(moto_endpoint: str) -> Iterator[Callable[[float], DrippingProxy
         yield start
 
 
+def invoke_with(event: Mapping[str, Any], context: LocalContext) -> Any:
+    """The real handler, called with ``context`` (a test that checks the deadline keeps it)."""
+    from handler import lambda_handler
+
+    return lambda_handler(dict(event), context)
+
+
 class Invoker:
     """Calls the real handler the way Lambda does: an event and a context with a deadline."""
 
@@ -279,10 +286,7 @@ class Invoker:
         self.timeout_s = timeout_s
 
     def __call__(self, event: Mapping[str, Any], *, timeout_s: float | None = None) -> Any:
-        from handler import lambda_handler
-
-        context = LocalContext(timeout_s=timeout_s or self.timeout_s)
-        return lambda_handler(dict(event), context)
+        return invoke_with(event, LocalContext(timeout_s=timeout_s or self.timeout_s))
 
 
 @pytest.fixture

@@ -23,15 +23,9 @@ from devstack.lambda_events import LocalContext, sqs_event
 from devstack.loopback_http import LoopbackHTTPServer, serving
 from devstack.poller import lambda_record
 from devstack.portkey_standin import PortkeyStandIn, Reply
-from tests.conftest import AwsResources, DrippingProxy, FunctionLogs, failed_ids
+from tests.conftest import AwsResources, DrippingProxy, FunctionLogs, failed_ids, invoke_with
 from thread_updater import aws as aws_calls
 from thread_updater.deadline_io import bounded_by
-
-
-def invoke_with(event: dict[str, Any], context: LocalContext) -> Any:
-    from handler import lambda_handler
-
-    return lambda_handler(event, context)
 
 
 @pytest.mark.usefixtures("function_env")

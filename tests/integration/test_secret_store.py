@@ -18,7 +18,7 @@ import pytest
 from devstack.lambda_events import LocalContext, sqs_event
 from devstack.loopback_http import LoopbackHTTPServer, serving
 from devstack.portkey_standin import PortkeyStandIn
-from tests.conftest import DEFAULT_SECRET, DrippingProxy, FunctionLogs, failed_ids
+from tests.conftest import DEFAULT_SECRET, DrippingProxy, FunctionLogs, failed_ids, invoke_with
 from thread_updater import aws as aws_calls
 from thread_updater.secret_store import READ_ATTEMPT_S, STALE_GRACE_S
 
@@ -73,12 +73,6 @@ def secrets_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretsManagerS
             yield state
         finally:
             state.release.set()
-
-
-def invoke_with(event: dict[str, Any], context: LocalContext) -> Any:
-    from handler import lambda_handler
-
-    return lambda_handler(event, context)
 
 
 def emf_total(stdout: str, name: str) -> float:
