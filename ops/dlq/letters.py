@@ -223,8 +223,9 @@ def _envelope(document: dict[str, Any], common: dict[str, Any]) -> Letter:
     source = str(document.get("source"))
     payload = document.get("payload")
     payload_text = payload if isinstance(payload, str) else json.dumps(payload)
-    named = _Ids(thread_id=_id_in(document, "thread_id"), conversation_id=_id_in(document, "conversation_id"))
-    ids = named if named["thread_id"] or named["conversation_id"] else _ids_of(_json(payload_text))
+    ids = _ids_of(document)  # the envelope names its target; an unreadable one's payload may
+    if ids["thread_id"] is None and ids["conversation_id"] is None:
+        ids = _ids_of(_json(payload_text))
     version_source = document.get("version_source")
     target = (
         _bus_target(_json(payload_text))
