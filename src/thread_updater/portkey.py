@@ -418,10 +418,20 @@ class PortkeyClient:
             latency_ms=round((time.monotonic() - sent_at) * 1000, 1),
             status=answer.status,
             trace_id=answer.trace_id,
-            error=redact(f"HTTP {answer.status}: {error_message(answer.data)}", secret_values),
+            error=self._error_text(answer, secret_values),
             uncertain=is_uncertain(status=answer.status),
         )
         return answer
+
+    @staticmethod
+    def _error_text(answer: _Answer, secret_values: tuple[str, ...]) -> str:
+        """What an answer says went wrong, redacted. A success says nothing: its body (the whole
+        thread, up to 16 keys of 512 characters of metadata) is neither parsed nor searched, which keeps
+        the redaction pattern's first build (tens of ms) out of a cold start that had no error and
+        about half a millisecond of CPU out of every applied update."""
+        if 200 <= answer.status < 300:
+            return f"HTTP {answer.status}"
+        return redact(f"HTTP {answer.status}: {error_message(answer.data)}", secret_values)
 
     @staticmethod
     def _wait_before_retry(

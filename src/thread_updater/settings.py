@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -132,6 +131,8 @@ def _warn_unknown(environ: Mapping[str, str]) -> None:
         return
     _warned.update(new)
     known = sorted(known_variables())
+    import difflib  # only when a variable is unknown: not on every cold start
+
     hints = {name: difflib.get_close_matches(name, known, n=1) for name in new}
     logger.warning(
         "unknown variables ignored: "
