@@ -17,10 +17,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from thread_updater.aws import WORST_CASE_CALL_S
-from thread_updater.handback import busy_delay, wait_delay
+from thread_updater.delays import busy_delay, wait_delay
 from thread_updater.models import Target, TargetKind, Update
 from thread_updater.observability import logger
-from thread_updater.ordering import Candidate, Disposition, GroupPlan, normalised, plan_group
+from thread_updater.ordering import (
+    Candidate,
+    Contributing,
+    Covered,
+    GroupPlan,
+    OverKeyLimit,
+    Shadowed,
+    Waiting,
+    normalised,
+    plan_group,
+)
 from thread_updater.portkey import CallOutcome, CallResult, PortkeyClient
 from thread_updater.slots import MAX_METADATA_KEYS, Semantics, SlotState, request_body, slots_of
 from thread_updater.state import Lease, StateTable, ThreadBusy, now_ms
@@ -191,26 +201,26 @@ class _Run:
         """Every member's result, and the configuration error to raise once the slots are recorded."""
         plan = plan_group(self.slots, self.candidates, now=now_ms(), semantics=self.semantics)
         results: dict[int, GroupResult] = {}
-        for index in plan.of(Disposition.WAITING):
-            name, version = plan.waiting_for[index]
+        for index, waiting in plan.of(Waiting).items():
             results[index] = HandedBack(
-                error=f"waiting for {_slot_label(name)} version {version}, whose outcome is unknown",
+                error=f"waiting for {_slot_label(waiting.slot)} version {waiting.version}, "
+                "whose outcome is unknown",
                 delay_s=wait_delay(plan.wait_until_ms, now_ms()),
             )
-        for index in plan.of(Disposition.OVER_KEY_LIMIT):
+        for index in plan.of(OverKeyLimit):
             results[index] = Rejected(
                 error=f"the {self.target.kind.value} would hold more than {MAX_METADATA_KEYS} metadata keys "
                 "(the upstream's limit; keys cannot be deleted): nothing was sent",
                 call=None,
             )
-        sharing = plan.of(Disposition.CONTRIBUTES) + plan.of(Disposition.SHADOWED)
+        sharing = [*plan.of(Contributing), *plan.of(Shadowed)]
         if not plan.request_needed:
-            for index in plan.of(Disposition.SUPERSEDED):
-                results[index] = Superseded(newer_version=plan.newer.get(index), call=None, healed=())
+            for index, covered in plan.of(Covered).items():
+                results[index] = Superseded(newer_version=covered.newer_version, call=None, healed=())
             return results, None
         # A heal rides on the group's request: a superseded update stays until the heal is applied,
         # so a heal that fails comes back with it instead of being forgotten.
-        sharing += plan.of(Disposition.SUPERSEDED)
+        sharing += plan.of(Covered)
         call = self._send(plan, trace_id=self._trace_id(sharing))
         if call.result is CallResult.REJECTED and (len(sharing) > 1 or plan.healed):
             alone, halt = self._one_by_one(sharing)
@@ -285,15 +295,16 @@ class _Run:
                 call=call,
             )
         healed = tuple(sorted(_slot_label(name) for name in plan.healed))
-        if index not in plan.won:
-            return Superseded(newer_version=plan.newer.get(index), call=call, healed=healed)
+        disposition = plan.dispositions[index]
+        if not isinstance(disposition, Contributing):
+            newer = disposition.newer_version if isinstance(disposition, Covered | Shadowed) else None
+            return Superseded(newer_version=newer, call=call, healed=healed)
         own = self.candidates_by_index[index].slots
-        won = plan.won[index]
-        partial = won != frozenset(own)
+        partial = disposition.won != frozenset(own)
         return Applied(
             call=call,
-            sent=tuple(sorted(_slot_label(name) for name in won)) if partial else None,
-            newer_version=plan.newer.get(index),
+            sent=tuple(sorted(_slot_label(name) for name in disposition.won)) if partial else None,
+            newer_version=disposition.newer_version,
             healed=healed,
         )
 
@@ -314,13 +325,12 @@ class _Run:
                 self.slots, [by_index[index]], now=now_ms(), semantics=self.semantics, heal=False
             )
             disposition = plan.dispositions[index]
-            if disposition is Disposition.SUPERSEDED:
-                results[index] = Superseded(newer_version=plan.newer.get(index), call=None, healed=())
+            if isinstance(disposition, Covered):
+                results[index] = Superseded(newer_version=disposition.newer_version, call=None, healed=())
                 continue
-            if (
-                disposition is not Disposition.CONTRIBUTES
-            ):  # pragma: no cover - alone, it waits on nothing new
-                results[index] = HandedBack(error=f"not sent alone ({disposition.value})", delay_s=None)
+            if not isinstance(disposition, Contributing):  # pragma: no cover - alone, it waits on nothing new
+                kind = type(disposition).__name__
+                results[index] = HandedBack(error=f"not sent alone ({kind})", delay_s=None)
                 continue
             call = self._send(plan, trace_id=self.members[index].trace_id)
             results[index] = self._result_of(plan, call, index)

@@ -1,24 +1,10 @@
-"""Retry delays for handed-back SQS records, instead of the queue's whole visibility timeout.
+"""Hand records back with their own retry delay, instead of the queue's whole visibility timeout.
 
 A record in ``batchItemFailures`` becomes visible again when its visibility timeout ends (660 s on
 this stack's queue). That is right for a configuration error (nothing fixes itself in seconds) but
 far too slow after a ``Retry-After: 1`` or for an update that only waits for its thread's lease.
-So before answering, the function changes each handed-back record's visibility to its own delay:
-
-=============================  ===========================================================
-why it was handed back         delay
-=============================  ===========================================================
-transient (429, 5xx, network)  backoff from the receive count: 2 s · 2^(n-1), equal jitter,
-                               at least the server's Retry-After, at most 300 s
-thread held by another         until that lease ends (1 s at least), plus up to 1 s jitter,
-                               at most 300 s
-waiting for a write in doubt   until that write's heal time (1 s at least), plus up to 1 s
-                               jitter, at most 12 h (SQS's longest visibility timeout): one
-                               receive per wait, so a long heal delay cannot exhaust the
-                               queue's MaxReceiveCount
-outcome unknown (late write)   LATE_WRITE_HEAL_DELAY_SECONDS (the heal delay)
-configuration error            unchanged: the queue's visibility timeout
-=============================  ===========================================================
+So before answering, the function changes each handed-back record's visibility to its
+``Outcome.retry_delay_s`` (chosen by delays.py, whose table says which delay applies when).
 
 Best effort: when the call fails or the invocation is out of time, the record simply comes back
 after the queue's visibility timeout, which is always safe (just slower).
@@ -26,7 +12,6 @@ after the queue's visibility timeout, which is always safe (just slower).
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -40,42 +25,9 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import ChangeMessageVisibilityBatchRequestEntryTypeDef
 
-__all__ = [
-    "MAX_VISIBILITY_S",
-    "RETRY_BASE_S",
-    "RETRY_CAP_S",
-    "HandBack",
-    "busy_delay",
-    "transient_delay",
-    "wait_delay",
-]
+__all__ = ["HandBack"]
 
-RETRY_BASE_S = 2.0
-RETRY_CAP_S = 300.0
-MAX_VISIBILITY_S = 43_200.0  # SQS: a visibility timeout is at most 12 hours
 _BATCH = 10  # ChangeMessageVisibilityBatch takes at most 10 entries
-
-
-def transient_delay(receive_count: int, retry_after_s: float | None) -> float:
-    """Exponential backoff from the receive count with equal jitter, at least ``retry_after_s``."""
-    ceiling = min(RETRY_CAP_S, RETRY_BASE_S * 2.0 ** min(max(receive_count, 1) - 1, 16))
-    delay = ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311 - jitter, not cryptography
-    return round(min(RETRY_CAP_S, max(delay, retry_after_s or 0.0)), 1)
-
-
-def busy_delay(until_ms: int | None, now_ms: int) -> float:
-    """Until another invocation's lease on the thread ends, with jitter so waiters do not collide."""
-    return _until(until_ms, now_ms, cap_s=RETRY_CAP_S)
-
-
-def wait_delay(until_ms: int | None, now_ms: int) -> float:
-    """Until a write in doubt is healed (``heal_at``): one receive per wait, however long the wait."""
-    return _until(until_ms, now_ms, cap_s=MAX_VISIBILITY_S)
-
-
-def _until(until_ms: int | None, now_ms: int, *, cap_s: float) -> float:
-    remaining_s = max(1.0, ((until_ms or now_ms) - now_ms) / 1000)
-    return round(min(cap_s, remaining_s + random.uniform(0, 1)), 1)  # noqa: S311 - jitter
 
 
 class HandBack:

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from thread_updater.slots import (
     KEY_PREFIX,
@@ -39,9 +38,14 @@ from thread_updater.slots import (
 
 __all__ = [
     "Candidate",
+    "Contributing",
+    "Covered",
     "Disposition",
     "GroupPlan",
+    "OverKeyLimit",
     "Sent",
+    "Shadowed",
+    "Waiting",
     "normalised",
     "plan_group",
 ]
@@ -56,12 +60,46 @@ class Candidate:
     slots: Mapping[str, Any]
 
 
-class Disposition(StrEnum):
-    WAITING = "waiting"
-    SUPERSEDED = "superseded"  # covered by confirmed versions: acknowledged without a request
-    CONTRIBUTES = "contributes"  # wins at least one slot of the request
-    SHADOWED = "shadowed"  # every slot is won by newer candidates: superseded once they are applied
-    OVER_KEY_LIMIT = "over_key_limit"
+@dataclass(frozen=True, kw_only=True)
+class Waiting:
+    """Handed back: ``slot`` has ``version`` in doubt; worth coming back at ``until_ms``."""
+
+    slot: str
+    version: int
+    until_ms: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Covered:
+    """Superseded by confirmed versions: acknowledged without a request."""
+
+    newer_version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Contributing:
+    """Wins ``won`` (possibly nothing, for an update that sets nothing) in the request; its other
+    slots are covered by ``newer_version``."""
+
+    won: frozenset[str]
+    newer_version: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Shadowed:
+    """Every slot is won by newer candidates: superseded once the request that carries them applies."""
+
+    newer_version: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OverKeyLimit:
+    """Would take the target past 16 metadata keys: a dead letter, before any request."""
+
+
+Disposition = Waiting | Covered | Contributing | Shadowed | OverKeyLimit
+"""What becomes of one candidate: one of these, never a combination of optional fields."""
+_D = TypeVar("_D", Waiting, Covered, Contributing, Shadowed, OverKeyLimit)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,19 +114,21 @@ class Sent:
 class GroupPlan:
     dispositions: Mapping[int, Disposition]  # candidate index → what becomes of it
     send: Mapping[str, Sent]  # every slot of the request, with the version it carries
-    won: Mapping[int, frozenset[str]]  # contributing candidate → the slots it wins
     healed: frozenset[str]  # slots sent again after a possible late write
-    newer: Mapping[int, int]  # candidate → the newest version covering (some of) its slots
-    waiting_for: Mapping[int, tuple[str, int]]  # waiting candidate → (slot, version in doubt)
-    wait_until_ms: int | None  # when the earliest wait is worth retrying
     key_count: int  # metadata keys the target holds once the request is applied (merge)
 
     @property
     def request_needed(self) -> bool:
-        return bool(self.won) or bool(self.healed)
+        return bool(self.of(Contributing)) or bool(self.healed)
 
-    def of(self, disposition: Disposition) -> list[int]:
-        return [index for index, seen in self.dispositions.items() if seen is disposition]
+    @property
+    def wait_until_ms(self) -> int | None:
+        """When the earliest wait is worth retrying; None when nothing waits."""
+        return min((waiting.until_ms for waiting in self.of(Waiting).values()), default=None)
+
+    def of(self, kind: type[_D]) -> dict[int, _D]:
+        """The candidates (index → disposition) with dispositions of this kind, in batch order."""
+        return {index: seen for index, seen in self.dispositions.items() if isinstance(seen, kind)}
 
 
 def normalised(slots: Mapping[str, SlotState], semantics: Semantics) -> dict[str, SlotState]:
@@ -125,14 +165,10 @@ def plan_group(
     retry after a rejected request: a heal must not take innocent updates with it).
     """
     dispositions: dict[int, Disposition] = {}
-    waiting_for: dict[int, tuple[str, int]] = {}
-    wait_until: list[int] = []
     for candidate in candidates:
         wait = _wait(slots, candidate, now)
         if wait is not None:
-            dispositions[candidate.index] = Disposition.WAITING
-            waiting_for[candidate.index] = (wait[0], wait[1])
-            wait_until.append(wait[2])
+            dispositions[candidate.index] = wait
     active = [candidate for candidate in candidates if candidate.index not in dispositions]
     confirmed_keys = frozenset(name for name in metadata_keys(slots) if slots[name].version is not None)
     while True:
@@ -140,18 +176,17 @@ def plan_group(
         over = _over_key_limit(confirmed_keys, active, winners) if semantics is Semantics.MERGE else None
         if over is None:
             break
-        dispositions[over.index] = Disposition.OVER_KEY_LIMIT
+        dispositions[over.index] = OverKeyLimit()
         active = [candidate for candidate in active if candidate is not over]
     blocking = _carry_in_doubt(slots, winners, now) if semantics is Semantics.MERGE and active else None
     if blocking is not None:
         # The whole map is sent under merge: a key whose newer write is in doubt cannot be carried at
         # its older confirmed value (it might undo the late write), so the group waits for the heal.
         for candidate in active:
-            dispositions[candidate.index] = Disposition.WAITING
-            waiting_for[candidate.index] = (blocking[0], blocking[1])
-            wait_until.append(blocking[2])
+            dispositions[candidate.index] = blocking
         active, winners = [], {}
-    won, newer = _contributions(slots, active, winners, dispositions)
+    dispositions |= _contributions(slots, active, winners)
+    contributing = any(isinstance(seen, Contributing) for seen in dispositions.values())
     send = {name: Sent(version=winner.version, value=winner.slots[name]) for name, winner in winners.items()}
     healed: set[str] = set()
     for name, state in slots.items():
@@ -161,33 +196,20 @@ def plan_group(
         if heal and due and state.version >= (state.doubt or 0):
             healed.add(name)
             send[name] = Sent(version=state.version, value=state.value)
-        elif semantics is Semantics.MERGE and name.startswith(KEY_PREFIX) and (won or healed):
+        elif semantics is Semantics.MERGE and name.startswith(KEY_PREFIX) and (contributing or healed):
             send[name] = Sent(version=state.version, value=state.value)  # carried: the whole map
-    if not won and not healed:
+    if not contributing and not healed:
         send = {}
     key_count = len(confirmed_keys | metadata_keys(send))
-    return GroupPlan(
-        dispositions=dispositions,
-        send=send,
-        won=won,
-        healed=frozenset(healed),
-        newer=newer,
-        waiting_for=waiting_for,
-        wait_until_ms=min(wait_until) if wait_until else None,
-        key_count=key_count,
-    )
+    return GroupPlan(dispositions=dispositions, send=send, healed=frozenset(healed), key_count=key_count)
 
 
 def _contributions(
-    slots: Mapping[str, SlotState],
-    active: Sequence[Candidate],
-    winners: Mapping[str, Candidate],
-    dispositions: dict[int, Disposition],
-) -> tuple[dict[int, frozenset[str]], dict[int, int]]:
-    """The slots each active candidate wins, and the version covering what it does not; records
-    each one's disposition (contributes, superseded or shadowed) in ``dispositions``."""
-    won: dict[int, frozenset[str]] = {}
-    newer: dict[int, int] = {}
+    slots: Mapping[str, SlotState], active: Sequence[Candidate], winners: Mapping[str, Candidate]
+) -> dict[int, Contributing | Covered | Shadowed]:
+    """Each active candidate: the slots it wins and the version covering what it does not, or the
+    version that supersedes it (already confirmed, or carried by the request)."""
+    dispositions: dict[int, Contributing | Covered | Shadowed] = {}
     for candidate in active:
         # A slot won by an equal version (the same update delivered twice) counts as its own too.
         mine = frozenset(
@@ -196,46 +218,43 @@ def _contributions(
             if name in candidate.slots and winner.version == candidate.version
         )
         if mine or not candidate.slots:  # an update that sets nothing is still sent (a no-op for it)
-            won[candidate.index] = mine
-            dispositions[candidate.index] = Disposition.CONTRIBUTES
             lost = [_newer_version(slots, winners, name) for name in candidate.slots if name not in mine]
-            if lost:
-                newer[candidate.index] = max(lost)
+            dispositions[candidate.index] = Contributing(won=mine, newer_version=max(lost, default=None))
             continue
         covering = [_newer_version(slots, winners, name) for name in candidate.slots]
-        newer[candidate.index] = max(covering)
         by_state = all(
             (slots.get(name) or SlotState()).version == version
             for name, version in zip(candidate.slots, covering, strict=True)
         )
-        dispositions[candidate.index] = Disposition.SUPERSEDED if by_state else Disposition.SHADOWED
-    return won, newer
+        kind = Covered if by_state else Shadowed
+        dispositions[candidate.index] = kind(newer_version=max(covering))
+    return dispositions
 
 
-def _wait(slots: Mapping[str, SlotState], candidate: Candidate, now: int) -> tuple[str, int, int] | None:
-    """(slot, version in doubt, when to come back) when the candidate must wait; else None."""
+def _wait(slots: Mapping[str, SlotState], candidate: Candidate, now: int) -> Waiting | None:
+    """What the candidate waits for (slot, version in doubt, when to come back); None if nothing."""
     for name in sorted(candidate.slots):
         state = slots.get(name) or SlotState()
         heal_pending = state.heal_at_ms is not None and now < state.heal_at_ms
         if state.doubt == candidate.version and heal_pending:
             # Its own earlier attempt may still land: come back when its heal is due, so this very
             # update (an EventBridge retry comes after a minute) is what heals the target.
-            return name, candidate.version, state.heal_at_ms or now
+            return Waiting(slot=name, version=candidate.version, until_ms=state.heal_at_ms or now)
         covered = state.version is not None and state.version > candidate.version
         if not covered and state.doubt is not None and state.doubt > candidate.version:
-            return name, state.doubt, state.heal_at_ms or now
+            return Waiting(slot=name, version=state.doubt, until_ms=state.heal_at_ms or now)
     return None
 
 
 def _carry_in_doubt(
     slots: Mapping[str, SlotState], winners: Mapping[str, Candidate], now: int
-) -> tuple[str, int, int] | None:
-    """(key slot, version in doubt, heal time) of a carried key whose newer write may still land."""
+) -> Waiting | None:
+    """The wait for a carried key whose newer write may still land (key slot, version, heal time)."""
     for name in sorted(metadata_keys(slots)):
         state = slots[name]
         pending = state.heal_at_ms is not None and now < state.heal_at_ms
         if name not in winners and state.doubt is not None and state.doubt > (state.version or 0) and pending:
-            return name, state.doubt, state.heal_at_ms or now
+            return Waiting(slot=name, version=state.doubt, until_ms=state.heal_at_ms or now)
     return None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import re
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from urllib3.util.retry import Retry
 from thread_updater.classification import Verdict, classify_status, is_uncertain
 from thread_updater.credentials import CredentialSource, PortkeyCredentials
 from thread_updater.deadline_io import DeadlinePassedError, bounded_by, pool_classes
+from thread_updater.delays import attempt_delay
 from thread_updater.errors import AccountLimitError, ConfigurationError
 from thread_updater.models import Target, TargetKind
 from thread_updater.observability import logger
@@ -30,10 +30,6 @@ from thread_updater.ratelimit import UpstreamLimiter, is_rate_limited
 from thread_updater.redaction import redact
 from thread_updater.secret_store import CredentialsUnavailable
 
-BACKOFF_BASE_S = 0.2
-BACKOFF_CAP_S = 5.0
-# A busy thread (409, an active run) frees up in seconds, not milliseconds: back off longer.
-CONTENTION_BACKOFF_BASE_S = 1.0
 # Stop retrying when less than this is left before the deadline: a request needs time to answer.
 MIN_ATTEMPT_WINDOW_S = 0.5
 _TRACE_ID_SAFE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -356,8 +352,8 @@ class PortkeyClient:
         gated = answer is not None and answer.asks_for_a_pause
         if call.budget_used >= self._max_attempts and not gated:
             return call.outcome(CallResult.TRANSIENT, call.last_error)
-        backoff_base = CONTENTION_BACKOFF_BASE_S if verdict is Verdict.CONTENTION else BACKOFF_BASE_S
-        wait, asked = self._wait_before_retry(call.budget_used, call.retry_after_s, backoff_base)
+        contention = verdict is Verdict.CONTENTION
+        wait, asked = attempt_delay(call.budget_used, call.retry_after_s, contention=contention)
         if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
             return call.outcome(
                 CallResult.TRANSIENT,
@@ -432,13 +428,3 @@ class PortkeyClient:
         if 200 <= answer.status < 300:
             return f"HTTP {answer.status}"
         return redact(f"HTTP {answer.status}: {error_message(answer.data)}", secret_values)
-
-    @staticmethod
-    def _wait_before_retry(
-        attempts: int, retry_after_s: float | None, backoff_base_s: float = BACKOFF_BASE_S
-    ) -> tuple[float, int]:
-        """Seconds to wait, and 1 if the server asked for them (Retry-After); else jittered backoff."""
-        if retry_after_s is not None:
-            return retry_after_s, 1
-        ceiling = min(BACKOFF_CAP_S, backoff_base_s * 2 ** (attempts - 1))
-        return random.uniform(0, ceiling), 0  # noqa: S311 - jitter, not cryptography

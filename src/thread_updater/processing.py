@@ -25,8 +25,8 @@ from thread_updater.applier import (
     Superseded,
 )
 from thread_updater.deadletter import Category, DeadLetter, DeadLetterQueue
+from thread_updater.delays import transient_delay
 from thread_updater.errors import ConfigurationError, DeadLetterError, StateUnavailableError
-from thread_updater.handback import transient_delay
 from thread_updater.jobs import Job
 from thread_updater.models import Target
 from thread_updater.observability import logger

@@ -24,7 +24,6 @@ was transient (a timeout) or permanent (the secret was deleted). The rules here:
 from __future__ import annotations
 
 import json
-import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING
 from thread_updater.aws import MAX_ATTEMPTS, LazyClient, worst_case_call_s
 from thread_updater.credentials import PortkeyCredentials, credentials_from_secret
 from thread_updater.deadline_io import bounded_by
+from thread_updater.delays import secret_retry_pause
 from thread_updater.errors import ConfigurationError
 from thread_updater.observability import logger
 
@@ -44,7 +44,6 @@ __all__ = ["READ_ATTEMPT_S", "STALE_GRACE_S", "STALE_RETRY_S", "CredentialStore"
 READ_ATTEMPT_S = worst_case_call_s(1)
 """The worst case of one GetSecretValue request (connect plus read timeout, enforced as a whole even
 for an answer that trickles in: ``aws.LazyClient``): no request starts with less time than this left."""
-_RETRY_JITTER_S = 0.5
 
 STALE_GRACE_S = 900.0
 """How long past their cache age the last good credentials are served while Secrets Manager fails
@@ -210,7 +209,7 @@ class CredentialStore:
                 with bounded_by(deadline):  # and never past the deadline, whatever the answer's pace
                     return self._read()
             except _TransientSecretError:
-                pause = random.uniform(0, _RETRY_JITTER_S)  # noqa: S311 - jitter, not cryptography
+                pause = secret_retry_pause()
                 if attempt == MAX_ATTEMPTS or deadline - time.monotonic() - pause < READ_ATTEMPT_S:
                     raise
                 time.sleep(pause)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
-from thread_updater.handback import MAX_VISIBILITY_S, RETRY_CAP_S, busy_delay, transient_delay, wait_delay
-from thread_updater.ordering import Candidate, Disposition, GroupPlan, normalised, plan_group
+from thread_updater.ordering import (
+    Candidate,
+    Contributing,
+    Covered,
+    GroupPlan,
+    OverKeyLimit,
+    Shadowed,
+    Waiting,
+    normalised,
+    plan_group,
+)
 from thread_updater.slots import Semantics, SlotState, request_body
 
 NOW = 1_700_000_000_000
@@ -37,23 +44,26 @@ def test_under_merge_each_key_takes_its_newest_version_whatever_the_arrival_orde
 
     # Then one request holds a from v2 and b from v1, and both contribute
     assert body(plan) == {"metadata": {"a": "2", "b": "1"}}
-    assert plan.dispositions == {0: Disposition.CONTRIBUTES, 1: Disposition.CONTRIBUTES}
-    assert plan.won == {0: frozenset({"m:a"}), 1: frozenset({"m:b"})}
+    assert plan.dispositions == {
+        0: Contributing(won=frozenset({"m:a"}), newer_version=None),
+        1: Contributing(won=frozenset({"m:b"}), newer_version=2),
+    }
 
 
 def test_under_replace_the_newest_map_wins_whole_and_the_older_is_shadowed() -> None:
     group = [candidate(0, 2, {"metadata": {"a": "2"}}), candidate(1, 1, {"metadata": {"a": "1", "b": "1"}})]
     plan = plan_group({}, group, now=NOW, semantics=REPLACE)
     assert body(plan, REPLACE) == {"metadata": {"a": "2"}}
-    assert plan.dispositions == {0: Disposition.CONTRIBUTES, 1: Disposition.SHADOWED}
-    assert plan.newer == {1: 2}
+    assert plan.dispositions == {
+        0: Contributing(won=frozenset({"metadata"}), newer_version=None),
+        1: Shadowed(newer_version=2),
+    }
 
 
 def test_an_update_all_of_whose_keys_are_newer_in_the_table_is_superseded_without_a_request() -> None:
     state = {"m:a": SlotState(version=5, value="5"), "m:b": SlotState(version=6, value="6")}
     plan = plan_group(state, [candidate(0, 3, keys(a="3", b="3"))], now=NOW, semantics=MERGE)
-    assert plan.dispositions == {0: Disposition.SUPERSEDED}
-    assert plan.newer == {0: 6}
+    assert plan.dispositions == {0: Covered(newer_version=6)}
     assert not plan.request_needed
 
 
@@ -65,7 +75,7 @@ def test_an_older_update_still_sets_the_keys_nobody_newer_set_and_the_request_ca
     plan = plan_group(state, [candidate(0, 3, keys(a="3", b="3"))], now=NOW, semantics=MERGE)
 
     # Then v3 wins b only; the request holds every key at its newest value (right under replace too)
-    assert plan.won == {0: frozenset({"m:b"})}
+    assert plan.dispositions == {0: Contributing(won=frozenset({"m:b"}), newer_version=5)}
     assert body(plan) == {"metadata": {"a": "5", "b": "3", "c": "1"}}
     assert plan.key_count == 3
 
@@ -73,8 +83,7 @@ def test_an_older_update_still_sets_the_keys_nobody_newer_set_and_the_request_ca
 def test_a_newer_write_in_doubt_makes_an_older_update_wait_until_its_heal() -> None:
     state = {"m:a": SlotState(version=1, value="1", doubt=7, heal_at_ms=NOW + 5_000)}
     plan = plan_group(state, [candidate(0, 5, keys(a="5"))], now=NOW, semantics=MERGE)
-    assert plan.dispositions == {0: Disposition.WAITING}
-    assert plan.waiting_for == {0: ("m:a", 7)}
+    assert plan.dispositions == {0: Waiting(slot="m:a", version=7, until_ms=NOW + 5_000)}
     assert plan.wait_until_ms == NOW + 5_000
     assert not plan.request_needed
 
@@ -82,9 +91,9 @@ def test_a_newer_write_in_doubt_makes_an_older_update_wait_until_its_heal() -> N
 def test_its_own_earlier_attempt_in_doubt_makes_an_update_wait_then_heal() -> None:
     state = {"m:a": SlotState(version=1, value="1", doubt=3, heal_at_ms=NOW + 60_000)}
     waiting = plan_group(state, [candidate(0, 3, keys(a="3"))], now=NOW, semantics=MERGE)
-    assert waiting.dispositions == {0: Disposition.WAITING}
+    assert waiting.dispositions == {0: Waiting(slot="m:a", version=3, until_ms=NOW + 60_000)}
     due = plan_group(state, [candidate(0, 3, keys(a="3"))], now=NOW + 60_000, semantics=MERGE)
-    assert due.dispositions == {0: Disposition.CONTRIBUTES}
+    assert due.dispositions == {0: Contributing(won=frozenset({"m:a"}), newer_version=None)}
 
 
 def test_a_confirmed_value_whose_late_write_may_have_overtaken_it_is_sent_again_once_due() -> None:
@@ -109,8 +118,7 @@ def test_a_carried_key_whose_newer_write_is_in_doubt_makes_the_group_wait() -> N
 
     # When planned, then the group waits: carrying a at v1 could undo v4's late write
     plan = plan_group(state, [candidate(0, 6, keys(b="6"))], now=NOW, semantics=MERGE)
-    assert plan.dispositions == {0: Disposition.WAITING}
-    assert plan.waiting_for == {0: ("m:a", 4)}
+    assert plan.dispositions == {0: Waiting(slot="m:a", version=4, until_ms=NOW + 9_000)}
 
 
 def test_an_update_that_would_take_the_target_past_16_keys_is_refused_and_the_others_go_on() -> None:
@@ -122,7 +130,10 @@ def test_an_update_that_would_take_the_target_past_16_keys_is_refused_and_the_ot
     plan = plan_group(state, group, now=NOW, semantics=MERGE)
 
     # Then v2 is over the key limit; v3 is sent with the 15 keys
-    assert plan.dispositions == {0: Disposition.OVER_KEY_LIMIT, 1: Disposition.CONTRIBUTES}
+    assert plan.dispositions == {
+        0: OverKeyLimit(),
+        1: Contributing(won=frozenset({"m:k0"}), newer_version=None),
+    }
     assert len(body(plan)["metadata"]) == 15
     assert body(plan)["metadata"]["k0"] == "z"
 
@@ -130,7 +141,7 @@ def test_an_update_that_would_take_the_target_past_16_keys_is_refused_and_the_ot
 def test_sixteen_keys_fit() -> None:
     state = {f"m:k{n}": SlotState(version=1, value="x") for n in range(15)}
     plan = plan_group(state, [candidate(0, 2, keys(k15="y"))], now=NOW, semantics=MERGE)
-    assert plan.dispositions == {0: Disposition.CONTRIBUTES}
+    assert plan.dispositions == {0: Contributing(won=frozenset({"m:k15"}), newer_version=None)}
     assert plan.key_count == 16
 
 
@@ -148,7 +159,7 @@ def test_a_whole_map_slot_from_before_per_key_state_reads_as_one_slot_per_key() 
 
 def test_an_update_that_sets_nothing_is_still_sent() -> None:
     plan = plan_group({}, [candidate(0, 1, {})], now=NOW, semantics=MERGE)
-    assert plan.dispositions == {0: Disposition.CONTRIBUTES}
+    assert plan.dispositions == {0: Contributing(won=frozenset(), newer_version=None)}
     assert plan.request_needed
     assert body(plan) == {}
 
@@ -156,31 +167,7 @@ def test_an_update_that_sets_nothing_is_still_sent() -> None:
 def test_a_redelivery_of_the_applied_version_is_sent_again() -> None:
     state = {"m:a": SlotState(version=5, value="5")}
     plan = plan_group(state, [candidate(0, 5, keys(a="5"))], now=NOW, semantics=MERGE)
-    assert plan.dispositions == {0: Disposition.CONTRIBUTES}
-
-
-@pytest.mark.parametrize("receive_count", [1, 2, 3, 5, 8, 20, 1000])
-def test_transient_delay_doubles_per_receive_within_half_and_the_cap(receive_count: int) -> None:
-    ceiling = min(RETRY_CAP_S, 2.0 * 2 ** (receive_count - 1))
-    for _ in range(50):
-        assert ceiling / 2 - 0.1 <= transient_delay(receive_count, None) <= ceiling
-
-
-def test_transient_delay_is_at_least_the_servers_retry_after() -> None:
-    assert transient_delay(1, 30.0) == 30.0
-    assert transient_delay(1, 10_000.0) == RETRY_CAP_S
-
-
-def test_busy_delay_waits_out_the_other_lease_with_jitter() -> None:
-    assert 12.0 <= busy_delay(NOW + 12_000, NOW) <= 13.0
-    assert 1.0 <= busy_delay(None, NOW) <= 2.0
-    assert 1.0 <= busy_delay(NOW - 5_000, NOW) <= 2.0
-
-
-def test_a_wait_for_a_heal_hours_away_is_one_receive_not_many() -> None:
-    # LATE_WRITE_HEAL_DELAY_SECONDS may be 12 h: a waiting update must not burn a receive every 300 s
-    assert 3 * 3600 <= wait_delay(NOW + 3 * 3600 * 1000, NOW) <= 3 * 3600 + 1
-    assert wait_delay(NOW + 13 * 3600 * 1000, NOW) == MAX_VISIBILITY_S
+    assert plan.dispositions == {0: Contributing(won=frozenset({"m:a"}), newer_version=None)}
 
 
 def test_the_same_update_twice_in_a_batch_is_applied_twice_not_superseded_by_itself() -> None:
@@ -189,8 +176,10 @@ def test_the_same_update_twice_in_a_batch_is_applied_twice_not_superseded_by_its
 
     # When planned, then both contribute and neither names itself as the newer version
     plan = plan_group({}, group, now=NOW, semantics=MERGE)
-    assert plan.dispositions == {0: Disposition.CONTRIBUTES, 1: Disposition.CONTRIBUTES}
-    assert plan.newer == {}
+    assert plan.dispositions == {
+        0: Contributing(won=frozenset({"m:a"}), newer_version=None),
+        1: Contributing(won=frozenset({"m:a"}), newer_version=None),
+    }
 
 
 def test_a_partly_covered_update_names_the_version_that_covers_a_field_not_sent() -> None:
@@ -200,6 +189,5 @@ def test_a_partly_covered_update_names_the_version_that_covers_a_field_not_sent(
 
     # When planned, then v3 sends its key only, and names v5 as the newer version of the rest
     plan = plan_group(state, [candidate(0, 3, update)], now=NOW, semantics=MERGE)
-    assert plan.won == {0: frozenset({"m:a"})}
+    assert plan.dispositions == {0: Contributing(won=frozenset({"m:a"}), newer_version=5)}
     assert body(plan) == {"metadata": {"a": "3"}}
-    assert plan.newer == {0: 5}
