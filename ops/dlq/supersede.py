@@ -18,11 +18,11 @@ letter's payload with the function's own models, so tool and function never disa
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from typing import TextIO
 
 from ops.dlq.letters import Letter
+from thread_updater.deadline import Deadline
 from thread_updater.errors import ConfigurationError, StateUnavailableError
 from thread_updater.models import InvalidUpdate, Update, parse_sqs_body, parse_update_document
 from thread_updater.ordering import normalised
@@ -69,7 +69,7 @@ class StateTableCheck:
         if update is None or letter.version is None or not slots:
             return False
         try:
-            state = self._table.read(update.target.state_key, deadline=time.monotonic() + _READ_BUDGET_S)
+            state = self._table.read(update.target.state_key, deadline=Deadline.after(_READ_BUDGET_S))
         except (StateUnavailableError, ConfigurationError) as error:
             if not self._warned:
                 self._warned = True

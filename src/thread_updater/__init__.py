@@ -23,6 +23,7 @@ from the rows below it:
 ``delays``          every retry delay, with its table
 ``aws``             botocore settings and lazy clients for the function's AWS calls
 ``deadline_io``     whole-exchange deadlines for HTTP requests
+``deadline``        the invocation's deadline: does this call fit, what is left for the next
 ``settings``        configuration from the environment, validated
 ``slots``           the units "newest wins" is decided on (a metadata key, ``tool_resources``)
 ``models``          the parser models of messages and envelopes

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Any, Protocol
 
 from thread_updater.applier import GroupApplier
 from thread_updater.deadletter import DeadLetterQueue
+from thread_updater.deadline import Deadline
 from thread_updater.errors import ConfigurationError
 from thread_updater.handback import HandBack
 from thread_updater.jobs import eventbridge_job, sqs_job
@@ -94,11 +94,11 @@ def current_runtime() -> Runtime:
     return _build_runtime(load_settings())
 
 
-def invocation_deadline(context: LambdaContextLike) -> float:
-    """A ``time.monotonic()`` deadline that leaves a margin to dead-letter, log and answer."""
+def invocation_deadline(context: LambdaContextLike) -> Deadline:
+    """The invocation's deadline, leaving a margin to dead-letter, log and answer."""
     remaining_s = context.get_remaining_time_in_millis() / 1000
     margin_s = max(0.5, min(3.0, remaining_s * 0.1))
-    return time.monotonic() + remaining_s - margin_s
+    return Deadline.after(remaining_s - margin_s)
 
 
 def handle_event(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str, Any] | None:

@@ -12,11 +12,11 @@ without heals: a heal or a neighbour the upstream refuses must not take innocent
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from thread_updater.aws import WORST_CASE_CALL_S
+from thread_updater.deadline import Deadline
 from thread_updater.delays import busy_delay, wait_delay
 from thread_updater.models import Target, TargetKind, Update
 from thread_updater.observability import logger
@@ -119,11 +119,13 @@ class GroupApplier:
     def records(self) -> bool:
         return self._table is not None
 
-    def apply(self, target: Target, members: Sequence[Member], *, deadline: float) -> dict[int, GroupResult]:
+    def apply(
+        self, target: Target, members: Sequence[Member], *, deadline: Deadline
+    ) -> dict[int, GroupResult]:
         """Raises StateUnavailableError or ConfigurationError (after recording what was sent)."""
         if self._table is None:
             return _Run(self, target, members, slots={}, deadline=deadline).run()[0]
-        wall_deadline_ms = now_ms() + int((deadline - time.monotonic()) * 1000)
+        wall_deadline_ms = deadline.wall_ms()
         claim = self._table.claim(
             target.state_key, until_ms=wall_deadline_ms + self._grace_ms, deadline=deadline
         )
@@ -142,7 +144,7 @@ class GroupApplier:
             raise halt
         return results
 
-    def _record(self, lease: Lease, run: _Run, deadline: float) -> None:
+    def _record(self, lease: Lease, run: _Run, deadline: Deadline) -> None:
         if self._table is None:  # pragma: no cover - apply() records only with a table
             return
         hold = now_ms() + self._grace_ms if run.uncertain else None
@@ -155,7 +157,7 @@ class GroupApplier:
                 extra={run.target.id_field: run.target.id},
             )
 
-    def _release_quietly(self, lease: Lease, deadline: float) -> None:
+    def _release_quietly(self, lease: Lease, deadline: Deadline) -> None:
         """Best effort on the way out of an error: an unreleased lease still expires by itself."""
         if self._table is None:  # pragma: no cover
             return
@@ -175,7 +177,7 @@ class _Run:
         members: Sequence[Member],
         *,
         slots: Mapping[str, SlotState],
-        deadline: float,
+        deadline: Deadline,
     ) -> None:
         self.applier = applier
         self.target = target
@@ -236,7 +238,7 @@ class _Run:
             metadata_required=self.target.kind is TargetKind.CONVERSATION,
         )
         call = self.applier._client.modify(
-            self.target, body, trace_id=trace_id, deadline=self.deadline - self.reserve_s
+            self.target, body, trace_id=trace_id, deadline=self.deadline.minus(self.reserve_s)
         )
         now = now_ms()
         for name, sent in plan.send.items():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from thread_updater.deadline import Deadline
 from thread_updater.errors import ConfigurationError
 
 ROUTING_KEYS = ("virtual_key", "provider", "provider_auth", "config", "custom_host")
@@ -122,9 +123,9 @@ class CredentialSource(Protocol):
     credentials (classification.py).
     """
 
-    def current(self, deadline: float) -> tuple[int, PortkeyCredentials]: ...
+    def current(self, deadline: Deadline) -> tuple[int, PortkeyCredentials]: ...
 
-    def refresh(self, seen_generation: int, deadline: float) -> tuple[int, PortkeyCredentials]: ...
+    def refresh(self, seen_generation: int, deadline: Deadline) -> tuple[int, PortkeyCredentials]: ...
 
     def confirm(self, credentials: PortkeyCredentials) -> None: ...
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
+from thread_updater.deadline import Deadline
 from thread_updater.errors import ConfigurationError, DeadLetterError
 from thread_updater.models import Target, TargetKind
 
@@ -89,14 +89,14 @@ class DeadLetterQueue:
         self._is_fifo = queue_url.endswith(".fifo")
         self._sqs = LazyClient("sqs")
 
-    def send(self, letter: DeadLetter, deadline: float) -> None:
+    def send(self, letter: DeadLetter, deadline: Deadline) -> None:
         """Raises DeadLetterError when SQS does not take the message, or when a send might not finish
-        before ``deadline`` (a ``time.monotonic()`` value); the record is then handed back. A queue
+        before ``deadline``; the record is then handed back. A queue
         that does not exist is a ConfigurationError instead: loud (one ERROR, the ConfigurationErrors
         metric) and the batch stops, as for any other broken configuration."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        if deadline - time.monotonic() < WORST_CASE_CALL_S:
+        if not deadline.allows(WORST_CASE_CALL_S):
             raise DeadLetterError("not enough time left in this invocation to dead-letter safely")
 
         attributes: dict[str, MessageAttributeValueTypeDef] = {

@@ -11,7 +11,7 @@ the blocked read return at once.
 connection of a class made with ``DeadlineConnection`` (``pool_classes`` for urllib3; ``aws.py``
 does the same for botocore). When the deadline passes while such a request is still being sent
 or answered, one watchdog thread per process shuts its socket down (the request then fails like a
-dropped connection, and ``Deadline.expired`` says why); a request that would start after the
+dropped connection, and ``Bound.expired`` says why); a request that would start after the
 deadline is refused with ``DeadlinePassedError`` before anything is sent. The connection is
 dropped, never reused half-read. Leaving the block disarms it: once ``bounded_by`` has returned, the
 watchdog can no longer touch a socket the block used (a pooled connection may serve someone else).
@@ -36,7 +36,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError
 
 __all__ = [
-    "Deadline",
+    "Bound",
     "DeadlineConnection",
     "DeadlinePassedError",
     "bounded_by",
@@ -49,7 +49,7 @@ class DeadlinePassedError(ConnectTimeoutError):
     """A request was about to start after its deadline: nothing was sent."""
 
 
-class Deadline:
+class Bound:
     """One ``bounded_by`` block: when it ends, and whether the watchdog had to cut an exchange."""
 
     def __init__(self, at: float) -> None:
@@ -62,8 +62,8 @@ class Deadline:
         return self.at - time.monotonic()
 
 
-_CURRENT: ContextVar[Deadline | None] = ContextVar("thread_updater_deadline", default=None)
-_OWNER = "_thread_updater_deadline"  # the attribute naming the Deadline a connection is working for
+_CURRENT: ContextVar[Bound | None] = ContextVar("thread_updater_deadline", default=None)
+_OWNER = "_thread_updater_deadline"  # the attribute naming the Bound a connection is working for
 
 
 class _Watchdog:
@@ -71,11 +71,11 @@ class _Watchdog:
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Deadline]] = []
+        self._heap: list[tuple[float, int, Bound]] = []
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
 
-    def arm(self, deadline: Deadline) -> None:
+    def arm(self, deadline: Bound) -> None:
         with self._cond:
             heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
             if self._thread is None:
@@ -83,12 +83,12 @@ class _Watchdog:
                 self._thread.start()
             self._cond.notify()
 
-    def disarm(self, deadline: Deadline) -> None:
+    def disarm(self, deadline: Bound) -> None:
         """After this returns, the watchdog never acts for ``deadline`` (its entry is dropped lazily)."""
         with self._cond:
             deadline.armed = False
 
-    def adopt(self, deadline: Deadline, connection: Any) -> None:
+    def adopt(self, deadline: Bound, connection: Any) -> None:
         """``connection`` starts a request for ``deadline``; refused when the deadline has passed."""
         with self._cond:
             if deadline.expired or deadline.remaining() <= 0:
@@ -131,11 +131,11 @@ _WATCHDOG = _Watchdog()
 
 
 @contextlib.contextmanager
-def bounded_by(at: float) -> Iterator[Deadline]:
+def bounded_by(at: float) -> Iterator[Bound]:
     """Requests started in this block (this thread) end by ``at`` (``time.monotonic()``), or by an
     enclosing block's deadline if that is earlier."""
     outer = _CURRENT.get()
-    deadline = Deadline(min(at, outer.at) if outer is not None else at)
+    deadline = Bound(min(at, outer.at) if outer is not None else at)
     _WATCHDOG.arm(deadline)
     token = _CURRENT.set(deadline)
     try:
@@ -145,7 +145,7 @@ def bounded_by(at: float) -> Iterator[Deadline]:
         _WATCHDOG.disarm(deadline)
 
 
-def current_deadline() -> Deadline | None:
+def current_deadline() -> Bound | None:
     """The innermost ``bounded_by`` block this thread is in, if any."""
     return _CURRENT.get()
 

@@ -12,11 +12,11 @@ after the queue's visibility timeout, which is always safe (just slower).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
+from thread_updater.deadline import Deadline
 from thread_updater.jobs import Job
 from thread_updater.observability import logger
 from thread_updater.outcomes import Outcome, Result
@@ -36,7 +36,7 @@ class HandBack:
     def __init__(self) -> None:
         self._sqs = LazyClient("sqs")
 
-    def apply(self, jobs: Sequence[Job], outcomes: Sequence[Outcome], deadline: float) -> None:
+    def apply(self, jobs: Sequence[Job], outcomes: Sequence[Outcome], deadline: Deadline) -> None:
         """Change the visibility of every handed-back record that has a delay of its own."""
         delays = {o.message_id: o.retry_delay_s for o in outcomes if o.result is Result.RETRY}
         by_queue: dict[str, list[ChangeMessageVisibilityBatchRequestEntryTypeDef]] = {}
@@ -56,11 +56,14 @@ class HandBack:
                     return
 
     def _change(
-        self, queue_arn: str, entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef], deadline: float
+        self,
+        queue_arn: str,
+        entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef],
+        deadline: Deadline,
     ) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        if deadline - time.monotonic() < WORST_CASE_CALL_S:
+        if not deadline.allows(WORST_CASE_CALL_S):
             logger.warning("no time left to set retry delays; records return after the visibility timeout")
             return False
         client: SQSClient = self._sqs()

@@ -21,6 +21,7 @@ from urllib3.util.retry import Retry
 
 from thread_updater.classification import Verdict, classify_status, is_uncertain
 from thread_updater.credentials import CredentialSource, PortkeyCredentials
+from thread_updater.deadline import Deadline
 from thread_updater.deadline_io import DeadlinePassedError, bounded_by, pool_classes
 from thread_updater.delays import attempt_delay
 from thread_updater.errors import AccountLimitError, ConfigurationError
@@ -223,7 +224,7 @@ class PortkeyClient:
     def url(self, target: Target) -> str:
         return f"{self._base_url}/{target.path}"
 
-    def _post(self, url: str, body: bytes, headers: dict[str, str], deadline: float) -> _Answer:
+    def _post(self, url: str, body: bytes, headers: dict[str, str], deadline: Deadline) -> _Answer:
         """One attempt, never past ``deadline``: connecting, sending, the headers and the body.
 
         urllib3's timeouts (``total`` included) bound each socket read, not the whole answer, so a
@@ -233,7 +234,7 @@ class PortkeyClient:
         cut is never taken for an answer, whatever was read: http.client parses a status line cut
         short ("HTTP/1.1 200 O") as a complete 200 without headers.
         """
-        remaining = deadline - time.monotonic()
+        remaining = deadline.remaining_s()
         timeout = urllib3.Timeout(
             total=remaining,
             connect=min(self._connect_timeout_s, remaining),
@@ -241,7 +242,7 @@ class PortkeyClient:
         )
         data = bytearray()
         failure: Exception | None = None
-        with bounded_by(deadline) as bound:
+        with bounded_by(deadline.at) as bound:
             try:
                 response = self._pool.request(
                     "POST",
@@ -256,7 +257,7 @@ class PortkeyClient:
                 try:
                     while chunk := response.read1(BODY_CHUNK):
                         data += chunk
-                        if time.monotonic() > deadline or len(data) > MAX_BODY_BYTES:
+                        if deadline.remaining_s() < 0 or len(data) > MAX_BODY_BYTES:
                             response.close()  # this connection must not go back to the pool half-read
                             raise AnswerTooSlowError(
                                 f"answer not complete by the deadline ({len(data)} bytes read)"
@@ -279,7 +280,9 @@ class PortkeyClient:
             retry_after_s=retry_after_seconds(response.headers.get("Retry-After")),
         )
 
-    def modify(self, target: Target, body: dict[str, Any], *, trace_id: str, deadline: float) -> CallOutcome:
+    def modify(
+        self, target: Target, body: dict[str, Any], *, trace_id: str, deadline: Deadline
+    ) -> CallOutcome:
         """Modify the target with ``body``; retries transient answers until attempts or time run out.
 
         ``deadline`` is a ``time.monotonic()`` value; no request starts and no backoff sleeps past it.
@@ -296,7 +299,7 @@ class PortkeyClient:
             return call.outcome(CallResult.HALTED, str(error), halt=error)
 
     def _modify(
-        self, target: Target, body: dict[str, Any], call: _CallProgress, *, trace_id: str, deadline: float
+        self, target: Target, body: dict[str, Any], call: _CallProgress, *, trace_id: str, deadline: Deadline
     ) -> CallOutcome:
         url = self.url(target)
         payload = json.dumps(body, separators=(",", ":"), ensure_ascii=True).encode()  # always encodable
@@ -307,7 +310,7 @@ class PortkeyClient:
         trace_header = sent_trace_id(trace_id)
         while call.budget_used < self._max_attempts:
             # Waits for the container's gate and pace; False when that (or the deadline) leaves no time.
-            if not self._limiter.acquire(deadline - MIN_ATTEMPT_WINDOW_S):
+            if not self._limiter.acquire(deadline.minus(MIN_ATTEMPT_WINDOW_S).at):
                 return call.outcome(CallResult.TRANSIENT, f"out of time: {call.last_error}")
             call.attempts += 1
             headers = self._headers(credentials, trace_header, target)
@@ -344,7 +347,7 @@ class PortkeyClient:
         return None
 
     def _pause_before_retry(
-        self, answer: _Answer | None, verdict: Verdict, call: _CallProgress, deadline: float
+        self, answer: _Answer | None, verdict: Verdict, call: _CallProgress, deadline: Deadline
     ) -> CallOutcome | None:
         """Wait before the next attempt (the server's Retry-After, or backoff); the transient outcome
         instead when attempts are used up or the wait would pass the deadline."""
@@ -354,7 +357,7 @@ class PortkeyClient:
             return call.outcome(CallResult.TRANSIENT, call.last_error)
         contention = verdict is Verdict.CONTENTION
         wait, asked = attempt_delay(call.budget_used, call.retry_after_s, contention=contention)
-        if time.monotonic() + wait + MIN_ATTEMPT_WINDOW_S > deadline:
+        if not deadline.allows(wait + MIN_ATTEMPT_WINDOW_S):
             return call.outcome(
                 CallResult.TRANSIENT,
                 f"{call.last_error} (waiting {wait:.1f} s would pass the invocation deadline)",
@@ -367,7 +370,7 @@ class PortkeyClient:
         return None
 
     def _refresh(
-        self, generation: int, call: _CallProgress, deadline: float
+        self, generation: int, call: _CallProgress, deadline: Deadline
     ) -> tuple[int, PortkeyCredentials]:
         """Credentials refused (401, or a 403 no request has shown to be thread-specific): read the
         secret again once; refused again after that is a configuration error."""
@@ -393,7 +396,7 @@ class PortkeyClient:
         headers: dict[str, str],
         call: _CallProgress,
         secret_values: tuple[str, ...],
-        deadline: float,
+        deadline: Deadline,
     ) -> _Answer | None:
         """One HTTP attempt, recorded on ``call`` with redacted text; None when no answer arrived."""
         sent_at = time.monotonic()

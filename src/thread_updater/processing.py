@@ -25,6 +25,7 @@ from thread_updater.applier import (
     Superseded,
 )
 from thread_updater.deadletter import Category, DeadLetter, DeadLetterQueue
+from thread_updater.deadline import Deadline
 from thread_updater.delays import transient_delay
 from thread_updater.errors import ConfigurationError, DeadLetterError, StateUnavailableError
 from thread_updater.jobs import Job
@@ -46,7 +47,7 @@ class UpdateProcessor:
         self._executor = pool.executor
         self._workers = pool.workers
 
-    def process_unit(self, jobs: Sequence[Job], deadline: float) -> list[Outcome]:
+    def process_unit(self, jobs: Sequence[Job], deadline: Deadline) -> list[Outcome]:
         """One unit (one invalid job, or the valid jobs of one target); raises ConfigurationError."""
         started = time.monotonic()
         outcomes = self._outcomes_of(jobs, deadline)
@@ -60,7 +61,7 @@ class UpdateProcessor:
             finished.append(done)
         return finished
 
-    def _outcomes_of(self, jobs: Sequence[Job], deadline: float) -> list[Outcome]:
+    def _outcomes_of(self, jobs: Sequence[Job], deadline: Deadline) -> list[Outcome]:
         """Dead-letter each job that cannot be applied; the rest go to the applier as one group."""
         outcomes: dict[int, Outcome] = {}
         members: list[Member] = []
@@ -84,7 +85,7 @@ class UpdateProcessor:
         return semantic_problem(job.update, self._applier.semantics)
 
     def _group_outcomes(
-        self, jobs: Sequence[Job], members: Sequence[Member], deadline: float
+        self, jobs: Sequence[Job], members: Sequence[Member], deadline: Deadline
     ) -> dict[int, Outcome]:
         target = members[0].update.target
         try:
@@ -103,7 +104,7 @@ class UpdateProcessor:
             for member in members
         }
 
-    def _outcome_of(self, job: Job, result: GroupResult, deadline: float) -> Outcome:
+    def _outcome_of(self, job: Job, result: GroupResult, deadline: Deadline) -> Outcome:
         if isinstance(result, Rejected):
             letter = self._dead_letter(
                 job, category=Category.REJECTED, error=result.error, call=result.call, deadline=deadline
@@ -138,7 +139,7 @@ class UpdateProcessor:
         return _with_call(outcome, applied.call)
 
     def _dead_letter(
-        self, job: Job, *, category: Category, error: str, deadline: float, call: CallOutcome | None = None
+        self, job: Job, *, category: Category, error: str, deadline: Deadline, call: CallOutcome | None = None
     ) -> Outcome:
         """Dead-letter the job; when the DLQ does not take it, hand the record back instead."""
         status = call.status if call else None
@@ -172,7 +173,7 @@ class UpdateProcessor:
             trace_id=call.trace_id if call else None,
         )
 
-    def process_batch(self, jobs: Sequence[Job], deadline: float) -> list[Outcome]:
+    def process_batch(self, jobs: Sequence[Job], deadline: Deadline) -> list[Outcome]:
         """Run lanes concurrently, each lane in order; a lane stops at its first retry.
 
         A thread pool rather than asyncio: urllib3 is blocking, and a handful of threads over one
@@ -201,7 +202,7 @@ class UpdateProcessor:
         indexes: Sequence[int],
         outcomes: list[Outcome | None],
         stop: _BatchStop,
-        deadline: float,
+        deadline: Deadline,
     ) -> None:
         handed_back: Outcome | None = None
         for unit in units_of(lane_jobs):
@@ -218,7 +219,7 @@ class UpdateProcessor:
                 if handed_back is None and outcome.result is Result.RETRY:
                     handed_back = outcome
 
-    def _process_guarded(self, jobs: Sequence[Job], stop: _BatchStop, deadline: float) -> list[Outcome]:
+    def _process_guarded(self, jobs: Sequence[Job], stop: _BatchStop, deadline: Deadline) -> list[Outcome]:
         """``process_unit``, with a configuration error stopping the batch and a bug handing back the unit."""
         try:
             return self.process_unit(jobs, deadline)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from thread_updater.aws import MAX_ATTEMPTS, LazyClient, worst_case_call_s
 from thread_updater.credentials import PortkeyCredentials, credentials_from_secret
+from thread_updater.deadline import Deadline
 from thread_updater.deadline_io import bounded_by
 from thread_updater.delays import secret_retry_pause
 from thread_updater.errors import ConfigurationError
@@ -70,7 +71,7 @@ class _TransientSecretError(ConfigurationError):
 class _Fetch:
     """One Secrets Manager read, shared by every worker that needs it."""
 
-    deadline: float  # the deadline of the invocation that started it
+    deadline: Deadline  # the deadline of the invocation that started it
     force: bool
     done: threading.Event = field(default_factory=threading.Event)
     credentials: PortkeyCredentials | None = None
@@ -100,7 +101,7 @@ class CredentialStore:
         self._failed: _Fetch | None = None  # the last failed read, shared for the rest of its invocation
         self._accepted: PortkeyCredentials | None = None
 
-    def current(self, deadline: float) -> tuple[int, PortkeyCredentials]:
+    def current(self, deadline: Deadline) -> tuple[int, PortkeyCredentials]:
         """The cached credentials, read again once their age is exceeded, and their generation.
 
         Raises ConfigurationError when the secret cannot be used, CredentialsUnavailable when there is
@@ -112,7 +113,7 @@ class CredentialStore:
             fetch, owner = self._join_or_start(deadline, force=False)
         return self._settle(fetch, owner, deadline)
 
-    def refresh(self, seen_generation: int, deadline: float) -> tuple[int, PortkeyCredentials]:
+    def refresh(self, seen_generation: int, deadline: Deadline) -> tuple[int, PortkeyCredentials]:
         """Read the secret again unless another request already did since ``seen_generation``."""
         with self._lock:
             if self._current is not None and self._generation != seen_generation:
@@ -130,21 +131,21 @@ class CredentialStore:
         with self._lock:
             return self._accepted is not None and self._accepted == credentials
 
-    def _join_or_start(self, deadline: float, *, force: bool) -> tuple[_Fetch, bool]:
+    def _join_or_start(self, deadline: Deadline, *, force: bool) -> tuple[_Fetch, bool]:
         """The read in flight, the failure already seen in this invocation, or a new read (owner)."""
         if self._inflight is not None:
             return self._inflight, False
         if self._failed is not None and self._failed.deadline == deadline:
             return self._failed, False
-        if deadline - time.monotonic() < READ_ATTEMPT_S:
+        if not deadline.allows(READ_ATTEMPT_S):
             raise CredentialsUnavailable("not enough time left in this invocation to read the secret")
         self._inflight = _Fetch(deadline=deadline, force=force)
         return self._inflight, True
 
-    def _settle(self, fetch: _Fetch, owner: bool, deadline: float) -> tuple[int, PortkeyCredentials]:
+    def _settle(self, fetch: _Fetch, owner: bool, deadline: Deadline) -> tuple[int, PortkeyCredentials]:
         if owner:
             self._run(fetch)
-        elif not fetch.done.wait(max(0.0, deadline - time.monotonic())):
+        elif not fetch.done.wait(max(0.0, deadline.remaining_s())):
             raise CredentialsUnavailable("the secret was still being read at the invocation deadline")
         if fetch.error is not None:
             raise fetch.error
@@ -202,15 +203,15 @@ class CredentialStore:
         )
         return True
 
-    def _read_within(self, deadline: float) -> object:
+    def _read_within(self, deadline: Deadline) -> object:
         """The secret, with one retry after a transient failure while a whole attempt still fits."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                with bounded_by(deadline):  # and never past the deadline, whatever the answer's pace
+                with bounded_by(deadline.at):  # and never past the deadline, whatever the answer's pace
                     return self._read()
             except _TransientSecretError:
                 pause = secret_retry_pause()
-                if attempt == MAX_ATTEMPTS or deadline - time.monotonic() - pause < READ_ATTEMPT_S:
+                if attempt == MAX_ATTEMPTS or not deadline.allows(pause + READ_ATTEMPT_S):
                     raise
                 time.sleep(pause)
         raise AssertionError("unreachable")  # pragma: no cover

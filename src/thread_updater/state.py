@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thread_updater.aws import WORST_CASE_CALL_S, LazyClient
+from thread_updater.deadline import Deadline
 from thread_updater.errors import ConfigurationError, StateUnavailableError
 from thread_updater.models import UPDATE_FIELDS
 from thread_updater.slots import SlotState
@@ -81,7 +82,7 @@ class StateTable:
         self._ttl_s = ttl_days * 86400
         self._dynamodb = LazyClient("dynamodb")
 
-    def claim(self, key: str, *, until_ms: int, deadline: float) -> Lease | ThreadBusy:
+    def claim(self, key: str, *, until_ms: int, deadline: Deadline) -> Lease | ThreadBusy:
         """Take the target until ``until_ms`` unless another live lease holds it."""
         token = uuid.uuid4().hex
         now = now_ms()
@@ -114,7 +115,7 @@ class StateTable:
         *,
         slots: Mapping[str, SlotState] | None,
         hold_until_ms: int | None,
-        deadline: float,
+        deadline: Deadline,
     ) -> bool:
         """Record the target's slots (None: unchanged) and release the lease, or keep it until
         ``hold_until_ms`` (a late write may still land: nothing else may be sent for it before).
@@ -148,12 +149,12 @@ class StateTable:
             return False
         return True
 
-    def read(self, key: str, *, deadline: float) -> Mapping[str, SlotState]:
+    def read(self, key: str, *, deadline: Deadline) -> Mapping[str, SlotState]:
         """The target's slots without claiming it (for operators' tools)."""
         answer = self._call("get_item", deadline, Key={"thread_id": {"S": key}}, ConsistentRead=True)
         return _slots(answer.get("Item", {}))
 
-    def _call(self, operation: str, deadline: float, **request: Any) -> dict[str, Any]:
+    def _call(self, operation: str, deadline: Deadline, **request: Any) -> dict[str, Any]:
         """One bounded DynamoDB call, started only if it can finish before ``deadline``.
 
         Raises StateUnavailableError (transient: throttling, network, out of time), ConfigurationError
@@ -161,7 +162,7 @@ class StateTable:
         """
         from botocore.exceptions import BotoCoreError, ClientError
 
-        if deadline - time.monotonic() < WORST_CASE_CALL_S:
+        if not deadline.allows(WORST_CASE_CALL_S):
             raise StateUnavailableError("not enough time left in this invocation for the state table")
         try:
             method = getattr(self._dynamodb(), operation)

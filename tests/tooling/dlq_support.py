@@ -9,7 +9,6 @@ Lambda on-failure destination record.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from mypy_boto3_sqs import SQSClient
 from ops.dlq.cli import main
 from tests.conftest import AwsResources
 from thread_updater.deadletter import Category, DeadLetter, DeadLetterQueue, Source
+from thread_updater.deadline import Deadline
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EVENT_SOURCE = "com.example.threads"
@@ -137,7 +137,7 @@ class Dlq:
             attempts=1,
             failed_at=failed_at,
         )
-        self.sender.send(letter, deadline=time.monotonic() + 60)
+        self.sender.send(letter, deadline=Deadline.after(60))
 
     def versioned(self, thread_id: str, *, version: int | None, version_source: str, **fields: Any) -> None:
         """An envelope carrying the update's effective version, as the function writes it."""
@@ -153,7 +153,7 @@ class Dlq:
             version=version,
             version_source=version_source,
         )
-        self.sender.send(letter, deadline=time.monotonic() + 60)
+        self.sender.send(letter, deadline=Deadline.after(60))
 
     def redriven(self, body: str) -> None:
         """A raw body moved by the source queue's redrive policy (maxReceiveCount 1)."""

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -15,6 +14,7 @@ from ops.dlq.cli import main
 from tests.conftest import AwsResources
 from tests.tooling.dlq_support import REPO_ROOT, Dlq, ago, counts, eventbridge_event, run, run_json, update
 from thread_updater.deadletter import Category, DeadLetter, DeadLetterQueue
+from thread_updater.deadline import Deadline
 
 
 def test_inspect_envelopes_groups_without_deleting(
@@ -201,7 +201,7 @@ def test_fifo_dlq_validation_letters_are_all_read(
             payload=json.dumps({"thread_id": "thread_same", "metadata": index}),
             attempts=0,
         )
-        sender.send(letter, deadline=time.monotonic() + 60)
+        sender.send(letter, deadline=Deadline.after(60))
 
     code, document = run_json(capsys, "inspect", "--dlq-url", url)
 

@@ -7,7 +7,6 @@ import io
 import json
 import signal
 import sys
-import time
 import uuid
 from typing import Any
 
@@ -42,6 +41,7 @@ from tests.tooling.dlq_support import (
     update,
 )
 from thread_updater.deadletter import Category, DeadLetter
+from thread_updater.deadline import Deadline
 
 
 def test_replay_by_category_sends_payloads_and_deletes_only_those(
@@ -765,7 +765,7 @@ def test_conversation_letters_are_named_selected_and_replayed_to_their_own_fifo_
             payload=json.dumps({"conversation_id": conversation, "metadata": {"k": "v"}}),
             attempts=1,
         )
-        fifo_dlq.sender.send(letter, deadline=time.monotonic() + 60)
+        fifo_dlq.sender.send(letter, deadline=Deadline.after(60))
 
     code, document = run_json(capsys, "inspect", "--dlq-url", fifo_dlq_url)
     assert code == 0

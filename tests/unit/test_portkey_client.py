@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
 from tests.unit.fakes import FakePool, FixedCredentials
 from thread_updater import redaction
+from thread_updater.deadline import Deadline
 from thread_updater.errors import ConfigurationError
 from thread_updater.models import Target, TargetKind
 from thread_updater.portkey import CallLimits, CallResult, PortkeyClient
@@ -26,8 +25,8 @@ def client(
     return PortkeyClient(BASE, pool, credentials or FixedCredentials(), limits=limits)  # type: ignore[arg-type]
 
 
-def in_seconds(seconds: float) -> float:
-    return time.monotonic() + seconds
+def in_seconds(seconds: float) -> Deadline:
+    return Deadline.after(seconds)
 
 
 def test_an_applied_update_is_one_post_with_exactly_the_body_and_headers() -> None:

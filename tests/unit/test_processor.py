@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,6 +12,7 @@ from devstack.lambda_events import sqs_record
 from tests.unit.fakes import FakePool, FixedCredentials
 from thread_updater.applier import GroupApplier
 from thread_updater.deadletter import DeadLetterQueue
+from thread_updater.deadline import Deadline
 from thread_updater.jobs import Job, sqs_job
 from thread_updater.outcomes import Result
 from thread_updater.portkey import CallLimits, PortkeyClient
@@ -54,7 +54,7 @@ def test_one_request_per_thread_and_a_failed_one_hands_back_only_that_threads_up
     )
 
     # When the batch runs
-    outcomes = processor.process_batch(batch, time.monotonic() + 30)
+    outcomes = processor.process_batch(batch, Deadline.after(30))
 
     # Then a's two updates went out in one request and both come back; b is applied
     assert [outcome.result for outcome in outcomes] == [Result.RETRY, Result.SUCCESS, Result.RETRY]
@@ -69,14 +69,14 @@ def test_a_configuration_error_stops_every_lane(processor: UpdateProcessor, pool
     batch = jobs(*({"thread_id": f"t{index}"} for index in range(6)))
 
     # When the batch runs, then nothing is applied and every record goes back
-    outcomes = processor.process_batch(batch, time.monotonic() + 30)
+    outcomes = processor.process_batch(batch, Deadline.after(30))
     assert {outcome.result for outcome in outcomes} == {Result.RETRY}
     assert all("configuration error" in (outcome.error or "") for outcome in outcomes)
 
 
 def test_every_job_gets_exactly_one_outcome_in_batch_order(processor: UpdateProcessor) -> None:
     batch = jobs(*({"thread_id": f"t{index % 5}", "version": index + 1} for index in range(40)))
-    outcomes = processor.process_batch(batch, time.monotonic() + 30)
+    outcomes = processor.process_batch(batch, Deadline.after(30))
     assert [outcome.message_id for outcome in outcomes] == [job.message_id for job in batch]
     assert all(outcome.result is Result.SUCCESS for outcome in outcomes)
     assert [outcome.version for outcome in outcomes] == list(range(1, 41))
@@ -85,6 +85,6 @@ def test_every_job_gets_exactly_one_outcome_in_batch_order(processor: UpdateProc
 def test_a_hand_back_carries_its_own_retry_delay(processor: UpdateProcessor, pool: FakePool) -> None:
     # A Retry-After that does not fit the invocation (one that fits is waited out within it)
     pool.answer("/threads/a", (429, {}, {"Retry-After": "7"}))
-    [outcome] = processor.process_batch(jobs({"thread_id": "a"}), time.monotonic() + 5)
+    [outcome] = processor.process_batch(jobs({"thread_id": "a"}), Deadline.after(5))
     assert outcome.result is Result.RETRY
     assert outcome.retry_delay_s == 7.0
