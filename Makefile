@@ -105,7 +105,7 @@ down: venv
 dlq: venv
 	$(BIN)/python -m ops.dlq $(ARGS)
 
-# The deployable function for Lambda's python3.12 runtime, built without Docker or a local Python 3.12:
+# The deployable function for Lambda's python3.13 runtime, built without Docker or a local Python 3.13:
 # build/package/ (what /var/task holds), build/package.zip, and, once the zip is checked complete for
 # the runtime (the handler and every dependency), build/deploy/template.yaml pointing at it, which
 # `sam deploy` deploys (samconfig.toml). ARCH=arm64 builds for Graviton (and sets Architectures).

@@ -62,9 +62,10 @@ def peak_rss_hwm_kib() -> int:
     return 0
 
 
-def load_handler(which: str) -> Any:
+def load_handler(which: str, src: Path | None = None) -> Any:
+    """``ours`` from ``src`` (this tree's ``src/`` by default, or a built artifact), or the SDK's."""
     if which == "ours":
-        sys.path.insert(0, str(ROOT / "src"))
+        sys.path.insert(0, str(src or ROOT / "src"))
         import handler
 
         return handler.lambda_handler
@@ -79,11 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("which", choices=["ours", "sdk"])
     parser.add_argument("--event", type=Path, required=True, help="the Lambda event, as JSON")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--src", type=Path, help="ours: import handler.py from this directory (default: src/)"
+    )
     args = parser.parse_args(argv)
     real_stdout = sys.stdout
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
         started = time.perf_counter()
-        lambda_handler = load_handler(args.which)
+        lambda_handler = load_handler(args.which, args.src)
         imported = time.perf_counter()
         rss_after_import = max_rss_kib()
         event_text = args.event.read_text()

@@ -22,6 +22,7 @@ from typing import Any, TextIO
 from bench.contenders import SEQUENTIAL, Contender, Control, update_bodies
 from bench.report import format_s
 from bench.scenarios import CONCURRENCY, HEADLINE, RSS_THREADS, RSS_UPDATES_PER_THREAD, Cell, Mode
+from devstack.artifact import ISOLATION_FLAGS
 from devstack.lambda_events import sqs_event
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -192,19 +193,28 @@ def _moto_update_item_s(table: str, calls: int = 50) -> float:
 LAUNCHER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
 
 
-def run_child(which: str, event_path: Path, *extra_args: str) -> tuple[dict[str, Any], str]:
+def run_child(
+    which: str, event_path: Path, *extra_args: str, python: str | None = None, src: Path | None = None
+) -> tuple[dict[str, Any], str]:
+    """``bench.child`` in a fresh interpreter: this one, or ``python`` isolated from every
+    site-packages (``-S -B``: only the stdlib, the repository for ``bench.child`` and ``src``);
+    ``src``: where ``ours`` imports ``handler`` from (a built artifact), default this tree's src/."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(SRC)])}
+    interpreter = [python, *ISOLATION_FLAGS] if python else [sys.executable]
+    if python:
+        env["PYTHONPATH"] = str(ROOT)
     command = [
         sys.executable,
         "-c",
         LAUNCHER,
-        sys.executable,
+        *interpreter,
         *extra_args,
         "-m",
         "bench.child",
         which,
         "--event",
         str(event_path),
+        *(["--src", str(src)] if src else []),
     ]
     started = time.perf_counter()
     completed = subprocess.run(

@@ -19,7 +19,8 @@ Warm invocations are timed in this process (each contender is warmed up at every
 cold start (import + first 1-record invocation) and peak RSS (10,000 records) are measured in fresh
 interpreters (``bench.child``); see ``bench.measure``. Then the rate-limited scenario
 (``bench.rate_limited``; alone with ``--rate-limited-only``) and the coalescing before/after
-(``bench.coalescing``, its own stack; alone with ``--coalescing-only``). ``bench.report`` writes
+(``bench.coalescing``, its own stack; alone with ``--coalescing-only``). ``--runtime-python`` runs
+only the Lambda runtime comparison (``bench.runtimes``). ``bench.report`` writes
 ``bench/out/results.md``,
 ``bench/out/results.json`` and ``bench/out/bench.png``. Stops every server and process it started,
 also on Ctrl-C.
@@ -46,7 +47,7 @@ for _path in (str(SRC), str(ROOT)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from bench import coalescing, rate_limited  # noqa: E402
+from bench import coalescing, rate_limited, runtimes  # noqa: E402
 from bench.contenders import SECRET, Contender, Control, all_contenders, load_handlers  # noqa: E402
 from bench.dynamodb_server import DynamoDBProcess  # noqa: E402
 from bench.latency_server import LatencyServerProcess  # noqa: E402
@@ -132,6 +133,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--coalescing-only",
         action="store_true",
         help="only the coalescing before/after (1, 5, 10 updates per thread): bench/out/coalescing.*",
+    )
+    parser.add_argument(
+        "--runtime-python",
+        action="append",
+        default=[],
+        metavar="PYTHON",
+        help="only the runtime comparison: cold start and 100 updates @ 50 ms of each interpreter "
+        "(repeat the option; the first is the baseline) against an artifact built for its Python "
+        "version: bench/out/runtimes.*",
     )
     return parser.parse_args(argv)
 
@@ -251,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.write(f"bench ({mode.name} mode): {os.cpu_count()} CPUs, Python {platform.python_version()}\n")
     if args.rate_limited_only:
         rate_limited_only(mode, out)
+        return 0
+    if args.runtime_python:
+        runtimes.run(args.runtime_python, mode.name, out)
         return 0
     if args.coalescing_only:
         coalescing_only(mode, out)

@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from bench.latency_server import wait_or_kill
+from devstack.artifact import ISOLATION_FLAGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,16 +59,23 @@ def serve(src: Path, commands: IO[str], answers: IO[str]) -> None:
 
 
 class WarmChild:
-    """``bench.warm_child`` for the source tree ``src``; a context manager that always stops it."""
+    """``bench.warm_child`` for the source tree ``src``; a context manager that always stops it.
 
-    def __init__(self, src: Path) -> None:
+    ``python``: run it on that interpreter, isolated from every site-packages (``-S -B``), so that
+    only the stdlib, the repository (for this module) and ``src`` (then a built artifact holding the
+    function and its dependencies for that interpreter's version) are importable.
+    """
+
+    def __init__(self, src: Path, python: str | None = None) -> None:
         self.src = src
+        self.python = python
         self._process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> WarmChild:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        interpreter = [self.python, *ISOLATION_FLAGS] if self.python else [sys.executable]
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "bench.warm_child", "--src", str(self.src)],
+            [*interpreter, "-m", "bench.warm_child", "--src", str(self.src)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -14,10 +14,10 @@ rename, so a half-finished install is never reused and concurrent builders do no
 ``build_artifact`` call then hard-links the cached packages into the target (copying when links
 are not possible) and copies ``src/`` fresh, so the artifact always reflects the working tree.
 
-``LambdaPlatform`` builds for the Lambda runtime instead of this interpreter: pip fetches CPython 3.12
-``manylinux2014`` wheels for x86_64 or arm64 (``--only-binary=:all:``), whatever Python and machine run
-the build, so compiled dependencies (pydantic-core) load on the ``python3.12`` runtime. Such an
-artifact can only be imported here for its pure-Python parts.
+``LambdaPlatform`` builds for the Lambda runtime instead of this interpreter: pip fetches CPython
+``LAMBDA_PYTHON`` (3.13) ``manylinux2014`` wheels for x86_64 or arm64 (``--only-binary=:all:``),
+whatever Python and machine run the build, so compiled dependencies (pydantic-core) load on the
+``python3.13`` runtime. Such an artifact can only be imported here for its pure-Python parts.
 
 ``isolated_argv`` is the interpreter command line that sees only the stdlib plus ``PYTHONPATH``:
 ``-S`` skips ``site`` (so no virtualenv, user or system site-packages) and ``-B`` writes no
@@ -46,6 +46,7 @@ __all__ = [
     "BUILD_DIR",
     "ISOLATION_FLAGS",
     "LAMBDA_ARCHITECTURES",
+    "LAMBDA_PYTHON",
     "REQUIREMENTS",
     "SRC",
     "LambdaPlatform",
@@ -75,23 +76,26 @@ _SRC_EXCLUDED = ("requirements.txt", "__pycache__", "*.pyc")
 LAMBDA_ARCHITECTURES = {"x86_64": "x86_64", "arm64": "aarch64"}
 """Lambda architecture name -> the machine name in wheel platform tags and ``uname -m``."""
 
+LAMBDA_PYTHON = "3.13"
+"""The CPython of template.yaml's ``Runtime: python3.13``, which ``make package`` builds for."""
+
 
 @dataclass(frozen=True)
 class LambdaPlatform:
     """The Lambda runtime an artifact is built for: CPython version and architecture.
 
-    Defaults match template.yaml (``Runtime: python3.12``, ``Architectures: [x86_64]``).
+    Defaults match template.yaml (``Runtime: python3.13``, ``Architectures: [x86_64]``).
     """
 
     architecture: str = "x86_64"
-    python_version: str = "3.12"
+    python_version: str = LAMBDA_PYTHON
 
     def __post_init__(self) -> None:
         if self.architecture not in LAMBDA_ARCHITECTURES:
             known = sorted(LAMBDA_ARCHITECTURES)
             raise ValueError(f"architecture must be one of {known}, not {self.architecture!r}")
         if not re.fullmatch(r"3\.\d+", self.python_version):
-            raise ValueError(f"python_version must look like 3.12, not {self.python_version!r}")
+            raise ValueError(f"python_version must look like 3.13, not {self.python_version!r}")
 
     @property
     def machine(self) -> str:
@@ -100,7 +104,7 @@ class LambdaPlatform:
 
     @property
     def abi_tag(self) -> str:
-        """``cp312``: the CPython tag of compiled modules built for this runtime."""
+        """``cp313``: the CPython tag of compiled modules built for this runtime."""
         return "cp" + self.python_version.replace(".", "")
 
     def pip_args(self) -> list[str]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Build the deployable function for Lambda's python3.12 runtime, on any machine, without Docker.
+"""Build the deployable function for Lambda's python3.13 runtime, on any machine, without Docker.
 
-``sam build`` needs ``python3.12`` on PATH (or Docker); ``pip install -t`` on another Python vendors
-compiled modules (pydantic-core) the runtime cannot load. This script asks pip for CPython 3.12
+``sam build`` needs ``python3.13`` on PATH (or Docker); ``pip install -t`` on another Python vendors
+compiled modules (pydantic-core) the runtime cannot load. This script asks pip for CPython 3.13
 ``manylinux2014`` wheels of the target architecture instead (``devstack.artifact.LambdaPlatform``),
 whatever interpreter runs it, and writes:
 
@@ -200,7 +200,7 @@ def _wheel_problems(archive: zipfile.ZipFile, target: LambdaPlatform) -> list[st
 
 
 def _compiled_problems(archive: zipfile.ZipFile, target: LambdaPlatform) -> list[str]:
-    """Every extension module named for the runtime (``cpython-312-x86_64-linux-gnu`` or ``abi3``),
+    """Every extension module named for the runtime (``cpython-313-x86_64-linux-gnu`` or ``abi3``),
     and every ELF file in the zip built for the target machine."""
     tag = re.compile(rf"\.(cpython-{target.abi_tag[2:]}-{target.machine}-linux-gnu|abi3)\.so$")
     runtime = f"python{target.python_version} {target.architecture}"

@@ -196,7 +196,7 @@ def test_the_artifact_has_the_sources_but_no_requirements_file_or_bytecode(task_
     assert not list((task_root / "thread_updater").rglob("*.pyc"))
 
 
-# --------------------------------------------------------------------------- the python3.12 package
+# --------------------------------------------------------------------------- the python3.13 package
 
 LAMBDA_PACKAGE_PROBE = """
 import importlib, json, sys
@@ -216,7 +216,7 @@ print(json.dumps({"imports": results, "boto3": boto3.__file__, "queues": queues.
 
 @pytest.fixture(scope="module")
 def lambda_package_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The function as `make package` builds it: compiled modules for CPython 3.12 on x86_64 only."""
+    """The function as `make package` builds it: compiled modules for CPython 3.13 on x86_64 only."""
     project = tmp_path_factory.mktemp("lambda-package")
     return build_package(out_dir=project / "build", deploy_dir=project / "build" / "deploy").directory
 
@@ -231,10 +231,10 @@ def _importable_names(root: Path) -> list[str]:
     return sorted(names)
 
 
-def test_the_python312_package_runs_its_pure_python_parts_here(
+def test_the_lambda_package_runs_its_pure_python_parts_here(
     lambda_package_root: Path, ric_dir: Path, moto_endpoint: str
 ) -> None:
-    # Given the python3.12 package, on this interpreter set up as the runtime would be
+    # Given the python3.13 package, on this interpreter set up as the runtime would be
     names = _importable_names(lambda_package_root)
     env = lambda_environment(lambda_package_root, ric_dir, aws_endpoint=moto_endpoint)
 
@@ -252,7 +252,7 @@ def test_the_python312_package_runs_its_pure_python_parts_here(
     imports: dict[str, dict[str, str]] = report["imports"]
 
     # Then the pure-Python parts import from the package and its AWS SDK works; the only thing this
-    # interpreter cannot load is pydantic-core's CPython 3.12 binary (and what imports it), which
+    # interpreter cannot load is pydantic-core's CPython 3.13 binary (and what imports it), which
     # the venv's own pydantic-core cannot stand in for
     compiled = "pydantic_core._pydantic_core"
     loaded = {name for name, result in imports.items() if "origin" in result}

@@ -1,6 +1,6 @@
-"""``make package`` (tools/package.py): a function for Lambda's python3.12 runtime, built on any host.
+"""``make package`` (tools/package.py): a function for Lambda's python3.13 runtime, built on any host.
 
-Every compiled module in the package must be built for CPython 3.12 and the target architecture
+Every compiled module in the package must be built for CPython 3.13 and the target architecture
 (file name tag and ELF header), every wheel must be pure Python or tagged for that runtime, the zip
 must hold exactly the package, and the SAM CLI must deploy that zip unchanged.
 """
@@ -54,7 +54,7 @@ def wheel_tags(directory: Path) -> Iterator[tuple[str, str]]:
             yield wheel.parent.name, tag
 
 
-def test_every_compiled_module_is_for_cpython_312_and_the_target_architecture(
+def test_every_compiled_module_is_for_the_runtimes_cpython_and_the_target_architecture(
     lambda_package: Package,
 ) -> None:
     # Given the package built on this host (whatever its Python and machine) for the Lambda runtime
@@ -62,7 +62,7 @@ def test_every_compiled_module_is_for_cpython_312_and_the_target_architecture(
     modules = compiled_modules(lambda_package.directory)
 
     # Then there are compiled modules (pydantic-core), and each is a Linux extension for CPython
-    # 3.12 (or the stable ABI) on the target architecture, by name and by its ELF header
+    # 3.13 (or the stable ABI) on the target architecture, by name and by its ELF header
     assert any(path.name.startswith("_pydantic_core.") for path in modules), modules
     name_tag = re.compile(rf"\.(cpython-{target.abi_tag[2:]}-{target.machine}-linux-gnu|abi3)\.so$")
     for path in modules:
@@ -122,6 +122,20 @@ def test_the_deploy_template_deploys_the_zip_for_the_target_architecture(lambda_
     function["CodeUri"] = source["Resources"]["ModifyThreadFunction"]["Properties"]["CodeUri"]
     built["Globals"]["Function"]["Architectures"] = source["Globals"]["Function"]["Architectures"]
     assert built == source
+
+
+def test_the_deploy_template_runs_the_zip_on_the_python_it_was_built_for(lambda_package: Package) -> None:
+    # Given the package as `make package` builds it (tools/package.py's target) and the template it
+    # deploys, written from template.yaml
+    built = load_sam_template(lambda_package.template)
+    function: dict[str, Any] = built["Resources"]["ModifyThreadFunction"]["Properties"]
+
+    # When the function's Runtime is read (its own, else the Globals')
+    runtime = function.get("Runtime", built["Globals"]["Function"].get("Runtime"))
+
+    # Then it is the CPython the zip's compiled modules were built for: template.yaml's Runtime and
+    # the packager's target cannot drift apart (pydantic-core for another CPython does not import)
+    assert runtime == f"python{lambda_package.lambda_platform.python_version}"
 
 
 def test_sam_package_uploads_the_zip_unchanged(
