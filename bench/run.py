@@ -143,6 +143,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(repeat the option; the first is the baseline) against an artifact built for its Python "
         "version: bench/out/runtimes.*",
     )
+    parser.add_argument(
+        "--versus-commit",
+        metavar="COMMIT",
+        help="only the version comparison: cold start and 100 updates @ 50 ms of COMMIT's function "
+        "(the baseline) and this tree's, same interpreter, round-robin: bench/out/versions.*",
+    )
     return parser.parse_args(argv)
 
 
@@ -262,8 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rate_limited_only:
         rate_limited_only(mode, out)
         return 0
-    if args.runtime_python:
-        runtimes.run(args.runtime_python, mode.name, out)
+    if args.runtime_python or args.versus_commit:
+        runtimes.run(args.runtime_python, mode.name, out, versus_commit=args.versus_commit)
         return 0
     if args.coalescing_only:
         coalescing_only(mode, out)

@@ -1,4 +1,9 @@
-"""Lambda runtimes compared: each interpreter against an artifact built for its own Python version.
+"""Lambda runtimes, or versions of the function, compared: cold start and 100 updates @ 50 ms.
+
+``python -m bench.run --versus-commit COMMIT`` compares the function as it was at ``COMMIT`` (the
+baseline: its ``src`` unpacked with ``git archive``) with this tree's, both built as ``make package``
+builds them, for this interpreter, and run by it the same way as below: "unchanged within noise"
+is a ratio in one run, not two numbers from two days.
 
 ``python -m bench.run --runtime-python PYTHON [--runtime-python PYTHON ...]`` (the first is the
 baseline): for each interpreter, its ``major.minor`` is read from the interpreter itself and the
@@ -28,6 +33,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,13 +44,14 @@ from bench.latency_server import LatencyServerProcess
 from bench.report import format_s
 from bench.scenarios import CONCURRENCY, HEADLINE
 from bench.warm_child import WarmChild
-from devstack.artifact import LAMBDA_ARCHITECTURES, LambdaPlatform, build_artifact
+from devstack.artifact import LAMBDA_ARCHITECTURES, SRC, LambdaPlatform, build_artifact
 from devstack.lambda_events import sqs_event
 from devstack.local_aws import create_resources, function_environment, moto_server
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
 ARTIFACTS = ROOT / "build" / "bench-runtimes"
+VERSUS = ROOT / "build" / "bench-versus"
 ROUNDS = {"quick": 5, "full": 11}  # cold starts and warm runs per runtime
 
 
@@ -53,6 +60,7 @@ class Runtime:
     """One interpreter, the Lambda runtime it stands for, and its samples."""
 
     python: str
+    label: str  # what the tables call it: "python3.13", or a commit
     version: str  # "3.13"
     full_version: str  # "3.13.0"
     artifact: Path
@@ -63,7 +71,7 @@ class Runtime:
 
     @property
     def name(self) -> str:
-        return f"python{self.version}"
+        return self.label
 
     def as_json(self) -> dict[str, Any]:
         return {**asdict(self), "artifact": str(self.artifact)}
@@ -102,9 +110,29 @@ def prepare(pythons: Sequence[str], log: TextIO) -> list[Runtime]:
         build_artifact(artifact, lambda_platform=LambdaPlatform(architecture, python_version=version))
         compiled = sorted(path.name for path in artifact.rglob("*.so") if re.search(r"cpython-\d", path.name))
         log.write(f"  python{version} ({python}, {full_version}): {artifact} {compiled}\n")
-        runtimes.append(Runtime(python, version, full_version, artifact))
+        runtimes.append(Runtime(python, f"python{version}", version, full_version, artifact))
     if len({runtime.version for runtime in runtimes}) != len(runtimes):
         raise ValueError("give one interpreter per Python version")
+    return runtimes
+
+
+def prepare_versions(commit: str, log: TextIO) -> list[Runtime]:
+    """``commit``'s function and this tree's, each built for this interpreter (the commit first)."""
+    from bench.before import unpack
+
+    python = sys.executable
+    full_version = interpreter_version(python)
+    version = ".".join(full_version.split(".")[:2])
+    old_src, why_not = unpack(commit, VERSUS / "src" / commit)
+    if old_src is None:
+        raise RuntimeError(why_not)
+    runtimes = []
+    for label, src in ((commit, old_src), ("this tree", SRC)):
+        artifact = VERSUS / "artifacts" / label.replace(" ", "-")
+        shutil.rmtree(artifact, ignore_errors=True)
+        build_artifact(artifact, src=src)
+        log.write(f"  {label}: {artifact} (python {full_version})\n")
+        runtimes.append(Runtime(python, label, version, full_version, artifact))
     return runtimes
 
 
@@ -132,11 +160,8 @@ def warm_run(child: WarmChild, control: Control, runtime: Runtime, tag: str, cou
     return float(answer["wall_s"])
 
 
-def measure(pythons: Sequence[str], mode_name: str, log: TextIO) -> list[Runtime]:
-    """Build, then the cold starts and the warm runs, round-robin over the runtimes."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    log.write("runtimes: artifacts\n")
-    runtimes = prepare(pythons, log)
+def measure(runtimes: Sequence[Runtime], mode_name: str, log: TextIO) -> Sequence[Runtime]:
+    """The cold starts and the warm runs, round-robin over the runtimes."""
     rounds = ROUNDS[mode_name]
     latency_s, batch = HEADLINE
     with LatencyServerProcess(latency=latency_s) as server, moto_server() as endpoint:
@@ -214,12 +239,18 @@ def markdown(runtimes: Sequence[Runtime], mode_name: str) -> list[str]:
     return lines
 
 
-def run(pythons: Sequence[str], mode_name: str, log: TextIO) -> Path:
-    """Measure, print the table, write ``bench/out/runtimes.md`` and ``.json``."""
-    runtimes = measure(pythons, mode_name, log)
+def run(pythons: Sequence[str], mode_name: str, log: TextIO, *, versus_commit: str | None = None) -> Path:
+    """Build, measure, print the table, write ``bench/out/runtimes.*`` (``versions.*`` with a commit)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    log.write("artifacts:\n")
+    if versus_commit is not None:
+        runtimes, name = prepare_versions(versus_commit, log), "versions"
+    else:
+        runtimes, name = prepare(pythons, log), "runtimes"
+    measure(runtimes, mode_name, log)
     table = "\n".join(markdown(runtimes, mode_name)) + "\n"
-    written = OUT / "runtimes.md"
+    written = OUT / f"{name}.md"
     written.write_text(table)
-    (OUT / "runtimes.json").write_text(json.dumps([r.as_json() for r in runtimes], indent=2))
-    log.write(f"{table}wrote {written}, {OUT / 'runtimes.json'}\n")
+    (OUT / f"{name}.json").write_text(json.dumps([r.as_json() for r in runtimes], indent=2))
+    log.write(f"{table}wrote {written}, {OUT / f'{name}.json'}\n")
     return written

@@ -245,11 +245,16 @@ def _omitted(name: str, omit: Collection[str]) -> bool:
 
 
 def build_artifact(
-    target: Path, *, omit: Collection[str] = (), lambda_platform: LambdaPlatform | None = None
+    target: Path,
+    *,
+    omit: Collection[str] = (),
+    lambda_platform: LambdaPlatform | None = None,
+    src: Path = SRC,
 ) -> Path:
     """Lay out the deployable function in ``target`` (which must not exist or be empty).
 
     The dependencies are built for this interpreter, or with ``lambda_platform`` for that Lambda runtime.
+    ``src`` is the function's code (another version of it, for a benchmark's before/after).
 
     ``omit`` names top-level packages/modules (and their ``.dist-info``) to leave out of the
     dependencies, to build deliberately broken artifacts in tests. Dependency files are hard links
@@ -271,8 +276,8 @@ def build_artifact(
             _link_or_copy(str(entry), str(destination))
 
     ignore = shutil.ignore_patterns(*_SRC_EXCLUDED)
-    excluded = set(ignore(str(SRC), [entry.name for entry in SRC.iterdir()]))
-    for entry in sorted(SRC.iterdir()):
+    excluded = set(ignore(str(src), [entry.name for entry in src.iterdir()]))
+    for entry in sorted(src.iterdir()):
         if entry.name in excluded:
             continue
         destination = target / entry.name
