@@ -24,8 +24,6 @@ import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 class Context:
     """The attributes of a Lambda context that the handlers read."""
@@ -64,11 +62,9 @@ def peak_rss_hwm_kib() -> int:
 
 def load_handler(which: str) -> Any:
     if which == "ours":
-        sys.path.insert(0, str(ROOT / "src"))
         import handler
 
         return handler.lambda_handler
-    sys.path.insert(0, str(ROOT))
     from bench import sdk_handler
 
     return sdk_handler.lambda_handler
