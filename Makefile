@@ -8,10 +8,13 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): requirements-dev.txt src/requirements.txt
+# Then the project itself, editable (pyproject.toml): the function in src/ and the tool packages (ops,
+# devstack, bench, tools) import from any working directory, `python -m ops.dlq` and the rest included.
+$(STAMP): requirements-dev.txt src/requirements.txt pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --editable .
 	touch $(STAMP)
 
 # The AWS SAM CLI (requirements-sam.txt) in a virtualenv of its own: it pins boto3 and its own lint

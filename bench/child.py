@@ -24,8 +24,6 @@ import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 class Context:
     """The attributes of a Lambda context that the handlers read."""
@@ -63,13 +61,15 @@ def peak_rss_hwm_kib() -> int:
 
 
 def load_handler(which: str, src: Path | None = None) -> Any:
-    """``ours`` from ``src`` (this tree's ``src/`` by default, or a built artifact), or the SDK's."""
+    """``ours`` from ``src`` (this tree's ``src/`` by default, or a built artifact: the parent puts
+    it first on ``PYTHONPATH``), or the SDK's."""
     if which == "ours":
-        sys.path.insert(0, str(src or ROOT / "src"))
         import handler
 
+        expected = (src or Path(__file__).resolve().parent.parent / "src").resolve()
+        if not Path(handler.__file__ or "").resolve().is_relative_to(expected):
+            raise SystemExit(f"handler is {handler.__file__}, not from {expected}: PYTHONPATH={expected}?")
         return handler.lambda_handler
-    sys.path.insert(0, str(ROOT))
     from bench import sdk_handler
 
     return sdk_handler.lambda_handler

@@ -199,10 +199,10 @@ def run_child(
     """``bench.child`` in a fresh interpreter: this one, or ``python`` isolated from every
     site-packages (``-S -B``: only the stdlib, the repository for ``bench.child`` and ``src``);
     ``src``: where ``ours`` imports ``handler`` from (a built artifact), default this tree's src/."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(SRC)])}
+    # The function's code first (this version of it, on purpose), the repository after it (bench,
+    # devstack) for an interpreter isolated from the installed project.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src or SRC), str(ROOT)])}
     interpreter = [python, *ISOLATION_FLAGS] if python else [sys.executable]
-    if python:
-        env["PYTHONPATH"] = str(ROOT)
     command = [
         sys.executable,
         "-c",

@@ -41,17 +41,11 @@ from pathlib import Path
 from typing import TextIO
 from unittest import mock
 
-ROOT = Path(__file__).resolve().parent.parent
-SRC = ROOT / "src"
-for _path in (str(SRC), str(ROOT)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from bench import coalescing, rate_limited, runtimes  # noqa: E402
-from bench.contenders import SECRET, Contender, Control, all_contenders, load_handlers  # noqa: E402
-from bench.dynamodb_server import DynamoDBProcess  # noqa: E402
-from bench.latency_server import LatencyServerProcess  # noqa: E402
-from bench.measure import (  # noqa: E402
+from bench import coalescing, rate_limited, runtimes
+from bench.contenders import SECRET, Contender, Control, all_contenders, load_handlers
+from bench.dynamodb_server import DynamoDBProcess
+from bench.latency_server import LatencyServerProcess
+from bench.measure import (
     OUT,
     cold_starts,
     extrapolate,
@@ -62,7 +56,7 @@ from bench.measure import (  # noqa: E402
     state_table_cost,
     warm_up,
 )
-from bench.report import (  # noqa: E402
+from bench.report import (
     Results,
     chart,
     markdown,
@@ -70,8 +64,8 @@ from bench.report import (  # noqa: E402
     state_table_verdict,
     verdicts,
 )
-from bench.scenarios import BATCHES, CONCURRENCY, FULL, HEADLINE, LATENCIES_S, QUICK, Cell, Mode  # noqa: E402
-from devstack.local_aws import (  # noqa: E402
+from bench.scenarios import BATCHES, CONCURRENCY, FULL, HEADLINE, LATENCIES_S, QUICK, Cell, Mode
+from devstack.local_aws import (
     create_resources,
     create_state_table,
     function_environment,

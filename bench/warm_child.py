@@ -3,8 +3,13 @@
 ``bench.child`` measures a fresh interpreter once; this one stays up and is invoked again and again,
 so that two versions of the function (the source tree of an older commit, unpacked by
 ``bench.before``, and this one's ``src``) can be timed warm in the same run, round-robin, without
-their modules meeting in one interpreter. ``--src`` is put first on ``sys.path`` and
-``handler.lambda_handler`` imported from it; the function's environment is the parent's.
+their modules meeting in one interpreter. The function's environment is the parent's.
+
+Which version runs is chosen on purpose, per child, by its parent: :class:`WarmChild` starts the
+child with ``PYTHONPATH=<src>``, so that tree's ``handler`` and ``thread_updater`` come first on the
+child's path, ahead of the ones ``make venv`` installed (this checkout's ``src/``), while ``bench`` and
+``devstack`` still come from the installed project. No ``sys.path`` edit in either process; the child
+checks that ``handler`` really was imported from ``--src`` and stops if not.
 
 Protocol, one JSON document per line: the parent writes ``{"event": path}`` (optionally ``"fresh":
 true``: a new runtime first, as a container meeting the upstream for the first time; ``"state_table":
@@ -33,12 +38,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def serve(src: Path, commands: IO[str], answers: IO[str]) -> None:
-    sys.path.insert(0, str(src))
     with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        import handler
         from devstack.lambda_events import LocalContext
-        from handler import lambda_handler
         from thread_updater import app
 
+        for module in (handler, app):
+            if not Path(module.__file__ or "").resolve().is_relative_to(src.resolve()):
+                raise SystemExit(f"{module.__name__} is {module.__file__}, not from {src}: PYTHONPATH={src}?")
+        lambda_handler = handler.lambda_handler
         table = os.environ.get("THREAD_STATE_TABLE", "")
         for line in commands:
             command = json.loads(line)
@@ -72,7 +80,9 @@ class WarmChild:
         self._process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> WarmChild:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # This version of the function first, on purpose; the repository after it (bench, devstack)
+        # for an interpreter isolated from the installed project.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(self.src), str(ROOT)])}
         interpreter = [self.python, *ISOLATION_FLAGS] if self.python else [sys.executable]
         self._process = subprocess.Popen(
             [*interpreter, "-m", "bench.warm_child", "--src", str(self.src)],

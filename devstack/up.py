@@ -85,8 +85,7 @@ def serve(state_dir: Path) -> int:
         stand_in.always(GONE_THREAD, Reply(status=404))
         resources = create_resources(endpoint, {"api_key": LOCAL_API_KEY, "virtual_key": "vk-local"})
         os.environ.update(function_environment(resources, stand_in.url))
-        sys.path.insert(0, str(ROOT / "src"))  # what /var/task is in Lambda
-        from handler import lambda_handler
+        from handler import lambda_handler  # src/handler.py (installed by `make venv`): /var/task in Lambda
 
         # window 1 s: each idle round long-polls for a second instead of spinning
         poller = SqsPoller(resources.queue_url, lambda_handler, window_s=1.0, function_timeout_s=30)

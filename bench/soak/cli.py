@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
 from bench.soak.books import write_figures
@@ -35,8 +34,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--updates-per-thread", type=int, default=defaults.updates_per_thread)
     parser.add_argument("--no-state-table", action="store_true", help="run without THREAD_STATE_TABLE")
     args = parser.parse_args(argv)
-    if str(ROOT / "src") not in sys.path:
-        sys.path.insert(0, str(ROOT / "src"))  # the handler's CodeUri; spawned workers inherit sys.path
     config = _ordering(args) if args.ordering else _volume(args)
     with moto_server() as endpoint:
         report = run_soak(config, endpoint)
