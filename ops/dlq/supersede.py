@@ -25,9 +25,9 @@ from ops.dlq.letters import Letter
 from thread_updater.deadline import Deadline
 from thread_updater.errors import ConfigurationError, StateUnavailableError
 from thread_updater.models import InvalidUpdate, Update, parse_sqs_body, parse_update_document
-from thread_updater.ordering import normalised
+from thread_updater.ordering import Candidate, Covered, normalised, plan_group
 from thread_updater.slots import Semantics, slots_of
-from thread_updater.state import StateTable
+from thread_updater.state import StateTable, now_ms
 
 SupersededCheck = Callable[[Letter], bool]
 _READ_BUDGET_S = 30.0
@@ -79,6 +79,10 @@ class StateTableCheck:
                     file=self._err,
                 )
             return False
-        held = normalised(state, self._semantics)
-        applied = [held[name].version if name in held else None for name in slots]
-        return all(version is not None and version > letter.version for version in applied)
+        # The function's own plan decides, for this update alone: superseded only when confirmed
+        # newer versions cover every slot it sets (an equal version would be sent again).
+        candidate = Candidate(index=0, version=letter.version, slots=slots)
+        plan = plan_group(
+            normalised(state, self._semantics), [candidate], now=now_ms(), semantics=self._semantics
+        )
+        return isinstance(plan.dispositions[0], Covered)
