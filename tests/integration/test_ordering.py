@@ -293,6 +293,13 @@ def test_a_thread_held_by_another_invocation_is_handed_back_without_a_request(
     assert results["first"] == {"batchItemFailures": []}
 
 
+# The heal delay of the tests that wait for one: the steps between a write in doubt and its heal time
+# (a newer update applied, a held request let go) must fit in it on a busy 2-core machine (a parallel
+# `make pytest`, other work); under such load one step has taken over 1 s, which a 1 s delay did not
+# survive (the newer write landed after the heal time and rightly settled the doubt).
+HEAL_DELAY_S = 4
+
+
 def time_out_quickly(monkeypatch: pytest.MonkeyPatch, *, attempts: int, heal_delay_s: int) -> None:
     """Requests time out after 0.3 s, ``attempts`` per update, heals after ``heal_delay_s``."""
     monkeypatch.setenv("MAX_ATTEMPTS", str(attempts))
@@ -331,7 +338,7 @@ def test_a_late_write_is_healed_by_the_delayed_resend(
     invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch, logs: FunctionLogs
 ) -> None:
     # Given version 1's request times out on our side while the upstream still holds it
-    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=1)
+    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=HEAL_DELAY_S)
     release = threading.Event()
     portkey.script(THREAD, Reply(hold=release))
     first_event = batch(update(1, metadata={"v": "1"}))
@@ -348,9 +355,9 @@ def test_a_late_write_is_healed_by_the_delayed_resend(
         release.set()
     assert portkey.wait_for(lambda: portkey.in_flight == 0 and stored_metadata(portkey) == {"v": "1"})
 
-    # And version 1 comes back after the heal delay (its hand-back delay; here 1 s of real time,
+    # And version 1 comes back after the heal delay (its hand-back delay; here HEAL_DELAY_S of real time,
     # which is the bound under test, not a stand-in for synchronisation)
-    time.sleep(max(0.0, uncertain_at + 1.05 - time.monotonic()))
+    time.sleep(max(0.0, uncertain_at + HEAL_DELAY_S + 0.05 - time.monotonic()))
     response = invoke(first_event)
 
     # Then the newest state is sent again: the thread converges on version 2
@@ -367,7 +374,7 @@ def test_an_update_applied_on_a_retry_still_returns_to_heal_a_late_first_attempt
 ) -> None:
     # Given version 1's first attempt times out on our side while the upstream still holds it, and
     # its retry is applied (2xx): the update is applied, but the first attempt may still land
-    time_out_quickly(monkeypatch, attempts=2, heal_delay_s=1)
+    time_out_quickly(monkeypatch, attempts=2, heal_delay_s=HEAL_DELAY_S)
     release = threading.Event()
     portkey.script(THREAD, Reply(hold=release), Reply())
     first_event = batch(update(1, metadata={"v": "1"}))
@@ -388,10 +395,10 @@ def test_an_update_applied_on_a_retry_still_returns_to_heal_a_late_first_attempt
     assert failed_ids(first) == {first_event["Records"][0]["messageId"]}
     applied_late = next(line for line in outcome_lines(logs) if line["version"] == 1)
     assert (applied_late["outcome"], applied_late["status"]) == ("retry", 200)
-    assert applied_late["retry_delay_s"] == 1
-    # and when it returns (1 s of real time: the bound under test, not synchronisation), the newest
+    assert applied_late["retry_delay_s"] == HEAL_DELAY_S
+    # and when it returns (HEAL_DELAY_S of real time: the bound under test, not synchronisation), the newest
     # state is sent again and the thread converges on version 2
-    time.sleep(max(0.0, handed_back_at + 1.05 - time.monotonic()))
+    time.sleep(max(0.0, handed_back_at + HEAL_DELAY_S + 0.05 - time.monotonic()))
     assert invoke(first_event) == {"batchItemFailures": []}
     assert stored_metadata(portkey) == {"v": "2"}
     healed = outcome_lines(logs)[-1]
@@ -405,7 +412,7 @@ def test_a_heal_whose_first_attempt_is_in_doubt_is_healed_again(
     # Given version 2 timed out (never written), version 3 was applied, and version 2's return heals
     # the thread with version 3's value: that heal's first attempt times out while the upstream still
     # holds it, its retry is applied
-    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=1)
+    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=HEAL_DELAY_S)
     never, heal_held = threading.Event(), threading.Event()
     portkey.script(THREAD, Reply(hold=never, apply=False), Reply(), Reply(hold=heal_held), Reply())
     late = batch(update(2, metadata={"v": "2"}))
@@ -414,7 +421,7 @@ def test_a_heal_whose_first_attempt_is_in_doubt_is_healed_again(
         never.set()
         doubt_at = time.monotonic()
         invoke(batch(update(3, metadata={"v": "3"})))
-        time.sleep(max(0.0, doubt_at + 1.05 - time.monotonic()))  # the heal delay under test
+        time.sleep(max(0.0, doubt_at + HEAL_DELAY_S + 0.05 - time.monotonic()))  # the heal delay under test
         monkeypatch.setenv("MAX_ATTEMPTS", "2")
         invoke(late)
         heal_in_doubt_at = time.monotonic()
@@ -429,7 +436,7 @@ def test_a_heal_whose_first_attempt_is_in_doubt_is_healed_again(
     assert portkey.wait_for(lambda: portkey.in_flight == 0 and stored_metadata(portkey) == {"v": "3"})
 
     # Then the heal was in doubt too: once its heal time has come, the newest state is sent again
-    time.sleep(max(0.0, heal_in_doubt_at + 1.05 - time.monotonic()))
+    time.sleep(max(0.0, heal_in_doubt_at + HEAL_DELAY_S + 0.05 - time.monotonic()))
     assert invoke(late) == {"batchItemFailures": []}
     assert stored_metadata(portkey) == {"v": "4"}
     assert outcome_lines(logs)[-1]["healed"] == ["metadata.v"]
@@ -440,7 +447,7 @@ def test_an_eventbridge_retry_heals_a_late_write_once_its_heal_time_has_come(
     invoke: Invoker, portkey: PortkeyStandIn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given an event (version 1) whose request times out while the upstream still holds it
-    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=1)
+    time_out_quickly(monkeypatch, attempts=1, heal_delay_s=HEAL_DELAY_S)
     release = threading.Event()
     portkey.script(THREAD, Reply(hold=release))
     older = eventbridge_event(update(1, metadata={"v": "1"}))
@@ -460,8 +467,8 @@ def test_an_eventbridge_retry_heals_a_late_write_once_its_heal_time_has_come(
         invoke(older)
     assert len(portkey.requests) == sent_before_retry
 
-    # And when it retries after the heal time (the 1 s under test), the newest state is sent again
-    time.sleep(max(0.0, uncertain_at + 1.05 - time.monotonic()))
+    # And when it retries after the heal time (the HEAL_DELAY_S under test), the newest state is sent again
+    time.sleep(max(0.0, uncertain_at + HEAL_DELAY_S + 0.05 - time.monotonic()))
     assert invoke(older) is None
     assert portkey.requests[-1].json == {"metadata": {"v": "2"}}
     assert stored_metadata(portkey) == {"v": "2"}

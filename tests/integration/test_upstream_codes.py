@@ -206,6 +206,9 @@ def test_attempts_count_the_retry_after_a_key_refresh(
 # --------------------------------------------------------------------------- 408: unknown outcome, like 504
 
 THREAD = "thread_timed_out"
+# Long enough for version 2 to be applied before version 1's heal time on a busy 2-core machine
+# (tests/integration/test_ordering.py says why).
+HEAL_DELAY_S = 4
 
 
 @pytest.mark.usefixtures("state_table")
@@ -218,9 +221,9 @@ def test_a_gateway_timeout_answer_is_an_unknown_outcome_that_is_healed(
     logs: FunctionLogs,
 ) -> None:
     # Given Portkey answers version 1 with a timeout (408: its request_timeout aborted a request it had
-    # already forwarded; 504: the provider did not answer in time), one attempt, heals after 1 s
+    # already forwarded; 504: the provider did not answer in time), one attempt, heals after HEAL_DELAY_S
     monkeypatch.setenv("MAX_ATTEMPTS", "1")
-    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", "1")
+    monkeypatch.setenv("LATE_WRITE_HEAL_DELAY_SECONDS", str(HEAL_DELAY_S))
     portkey.script(THREAD, Reply(status=status))
     first_event = sqs_event([{"thread_id": THREAD, "version": 1, "metadata": {"v": "1"}}])
 
@@ -236,10 +239,14 @@ def test_a_gateway_timeout_answer_is_an_unknown_outcome_that_is_healed(
     # Then version 1 was handed back as an unknown outcome: with the heal delay, not a backoff step
     assert failed_ids(first) == all_ids(first_event)
     [timed_out] = [line for line in logs.lines() if line.get("version") == 1 and "outcome" in line]
-    assert (timed_out["outcome"], timed_out["status"], timed_out["retry_delay_s"]) == ("retry", status, 1)
-    # and when it returns after that delay (1 s of real time: the bound under test, not
+    assert (timed_out["outcome"], timed_out["status"], timed_out["retry_delay_s"]) == (
+        "retry",
+        status,
+        HEAL_DELAY_S,
+    )
+    # and when it returns after that delay (HEAL_DELAY_S of real time: the bound under test, not
     # synchronisation), the newest state is sent again and the thread converges on version 2
-    time.sleep(max(0.0, handed_back_at + 1.05 - time.monotonic()))
+    time.sleep(max(0.0, handed_back_at + HEAL_DELAY_S + 0.05 - time.monotonic()))
     assert invoke(first_event) == {"batchItemFailures": []}
     stored = portkey.thread(THREAD)
     assert stored is not None
