@@ -61,6 +61,12 @@ security: venv
 	$(BIN)/bandit --quiet --recursive src --severity-level high
 	$(BIN)/python tools/audit.py $(if $(AUDIT_STRICT),--strict)
 
+# pytest-xdist: PYTEST_WORKERS worker processes (0: one process, no xdist), each with its own moto
+# server, stand-ins and temporary directories on ports the kernel picks. --dist loadgroup keeps each
+# xdist_group (the soaks; the gateway, artifact and package modules) on one worker.
+PYTEST_WORKERS ?= 4
+XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
+
 # Test tiers (tests/<tier>/): unit needs no servers and no Node; integration runs moto and the Portkey
 # stand-in on loopback; e2e adds the real gateway (Node), the local runner and the packaged artifact;
 # infra checks the template and packaging; tooling tests the test tools themselves (stand-in, soak, DLQ tool).
@@ -68,20 +74,20 @@ unit: venv
 	$(BIN)/python -m pytest tests/unit
 
 integration: venv
-	$(BIN)/python -m pytest tests/integration
+	$(BIN)/python -m pytest $(XDIST) tests/integration
 
 e2e: venv gateway
-	$(BIN)/python -m pytest tests/e2e
+	$(BIN)/python -m pytest $(XDIST) tests/e2e
 
 infra: venv sam
-	$(BIN)/python -m pytest tests/infra
+	$(BIN)/python -m pytest $(XDIST) tests/infra
 
 tooling: venv gateway
-	$(BIN)/python -m pytest tests/tooling
+	$(BIN)/python -m pytest $(XDIST) tests/tooling
 
-# Every tier in one pytest run.
+# Every tier in one pytest run, on PYTEST_WORKERS workers.
 pytest: venv sam gateway
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 # The README's test command: lint, types, the template checks, the security scans and the whole suite.
 test: lint typecheck validate security pytest

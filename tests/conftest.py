@@ -70,6 +70,12 @@ def fresh_metrics() -> None:
     metrics.clear_metrics()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The ``slow`` tests (minutes of CPU each) first, the rest in their order: xdist hands out work in
+    collection order, so a parallel run starts the long ones at once instead of ending on one of them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     """The whole suite is also a secret scan: a test whose captured stdout, stderr or log records (at

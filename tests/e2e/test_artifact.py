@@ -35,6 +35,10 @@ from tests.conftest import AwsResources
 from tests.samples import CHECKS, load
 from tools.package import build_package
 
+# One worker runs the module under xdist (`make pytest`): its module fixtures (the artifact, the
+# python3.12 package) are built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("artifact")
+
 INVOKE_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 PROBE_TIMEOUT_S = 60.0

@@ -40,7 +40,8 @@ from devstack.poller import SqsPoller
 from devstack.portkey_standin import PortkeyStandIn, RecordedRequest, Reply
 from tests.conftest import API_KEY, PROVIDER_AUTH, AwsResources, FunctionLogs, Invoker, failed_ids, in_ci
 
-pytestmark = pytest.mark.e2e
+# One worker runs the module under xdist (`make pytest`): one gateway (node), one build/e2e-gateway.log.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e-gateway")]
 
 GATEWAY_LOG = Path(__file__).resolve().parents[2] / "build" / "e2e-gateway.log"
 

@@ -27,6 +27,9 @@ ELF_MACHINES = {"x86_64": 62, "aarch64": 183}  # e_machine: EM_X86_64, EM_AARCH6
 LAMBDA_UNZIPPED_LIMIT_BYTES = 250 * 1024 * 1024
 COMPILED_SUFFIXES = (".so", ".pyd", ".dylib")
 
+# One worker runs the module under xdist (`make pytest`): each architecture's package is built once.
+pytestmark = pytest.mark.xdist_group("package")
+
 
 @pytest.fixture(scope="module", params=["x86_64", "arm64"])
 def lambda_package(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Package:

@@ -36,7 +36,8 @@ from thread_updater.slots import Semantics, semantic_problem
 
 # pytest's 120 s per-test bound is there to catch a hang; 10,000 examples take 25-36 s on two idle
 # cores and several times that on a busy machine (CI may share it), which is not a hang.
-pytestmark = pytest.mark.timeout(900)
+# slow: collected first, so a parallel run (`make pytest`) starts these minutes of CPU first.
+pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 settings.register_profile(
     "ci",

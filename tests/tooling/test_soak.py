@@ -57,7 +57,10 @@ def _messages_to(report: SoakReport, threads: set[str]) -> set[str]:
 # Each soak stops itself after its own max_seconds, a bound for a machine busy with other work (on
 # an idle 2-core machine the runs drain in a quarter of it); pytest's default 120 s test timeout must
 # not cut one short (setup, moto and the stand-in come on top of the run itself).
-pytestmark = pytest.mark.timeout(600)
+# Under xdist (`make pytest`) the soaks share one worker, one after another (xdist_group): they
+# read-modify-write build/soak-figures.txt, and each run's 8 containers would otherwise compete with
+# another soak's 8 for the same two cores. slow: collected first, so the group starts first.
+pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("soak"), pytest.mark.slow]
 
 
 def test_two_thousand_updates_through_injected_faults_each_end_in_exactly_one_place(
