@@ -14,6 +14,7 @@ $(STAMP): requirements-dev.txt src/requirements.txt pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	mkdir -p build  # setup.cfg puts the egg-info there; a fresh clone has no build/ yet
 	$(BIN)/python -m pip install --quiet --no-deps --editable .
 	touch $(STAMP)
 
