@@ -36,11 +36,11 @@ def test_a_dead_letter_send_trickling_in_cannot_keep_the_batch_past_its_deadline
     logs: FunctionLogs,
 ) -> None:
     # Given SQS behind an endpoint that sends its answers one byte every half second (each read well
-    # within botocore's 2 s read timeout; a whole answer takes minutes), and 12 s to go
+    # within botocore's 2 s read timeout; a whole answer takes minutes), and 20 s to go
     proxy = dripping_aws(0.5)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", proxy.url)
     event = sqs_event(["not json"])
-    context = LocalContext(timeout_s=12)
+    context = LocalContext(timeout_s=20)
 
     # When an invalid message must be dead-lettered
     response = invoke_with(event, context)
@@ -64,7 +64,7 @@ def test_a_retry_delay_trickling_in_cannot_keep_the_batch_past_its_deadline(
     logs: FunctionLogs,
 ) -> None:
     # Given a record received from a real queue whose update fails transiently (a 503), SQS behind an
-    # endpoint that sends its answers one byte every half second, and 12 s to go
+    # endpoint that sends its answers one byte every half second, and 20 s to go
     monkeypatch.setenv("MAX_ATTEMPTS", "1")
     aws.sqs.send_message(QueueUrl=aws.queue_url, MessageBody=json.dumps({"thread_id": "thread_slow_sqs"}))
     [message] = aws.sqs.receive_message(QueueUrl=aws.queue_url, AttributeNames=["All"])["Messages"]
@@ -72,7 +72,7 @@ def test_a_retry_delay_trickling_in_cannot_keep_the_batch_past_its_deadline(
     portkey.script("thread_slow_sqs", Reply(status=503))
     proxy = dripping_aws(0.5)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", proxy.url)
-    context = LocalContext(timeout_s=12)
+    context = LocalContext(timeout_s=20)
 
     # When the function hands the record back with a retry delay of its own
     response = invoke_with({"Records": [lambda_record(message, arn["QueueArn"])]}, context)

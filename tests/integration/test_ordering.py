@@ -591,11 +591,11 @@ def test_a_dynamodb_answer_trickling_in_cannot_keep_the_batch_past_its_deadline(
     dripping_aws: Callable[[float], DrippingProxy],
 ) -> None:
     # Given the state table behind an endpoint that sends its answers one byte every half second (each
-    # read well within botocore's 2 s read timeout; a whole answer takes minutes), and 12 s to go
+    # read well within botocore's 2 s read timeout; a whole answer takes minutes), and 20 s to go
     proxy = dripping_aws(0.5)
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
     event = batch(update(1, metadata={"v": "1"}))
-    context = LocalContext(timeout_s=12)
+    context = LocalContext(timeout_s=20)
 
     # When the batch is processed
     from handler import lambda_handler

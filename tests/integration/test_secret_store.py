@@ -117,11 +117,11 @@ def test_a_secrets_manager_answer_trickling_in_cannot_keep_the_batch_past_its_de
     logs: FunctionLogs,
 ) -> None:
     # Given a cold container whose Secrets Manager sends its answer one byte every half second (each
-    # read well within botocore's 2 s read timeout; the whole answer takes minutes), and 12 s to go
+    # read well within botocore's 2 s read timeout; the whole answer takes minutes), and 20 s to go
     proxy = dripping_aws(0.5)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", proxy.url)
     event = sqs_event([{"thread_id": "t1"}, {"thread_id": "t2"}])
-    context = LocalContext(timeout_s=12)
+    context = LocalContext(timeout_s=20)
 
     # When the batch is processed
     response = invoke_with(event, context)
